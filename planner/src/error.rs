@@ -1,0 +1,272 @@
+//! The one error type of the planner: every variant names the file, and the tensor where there is one.
+
+use std::path::PathBuf;
+
+/// What can go wrong while taking an inventory, reading budgets or placing a model.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The file could not be opened, read or inspected.
+    #[error("cannot read `{path}`: {source}")]
+    Io {
+        /// The file or folder.
+        path: PathBuf,
+        /// What the operating system said.
+        source: std::io::Error,
+    },
+
+    /// The file is shorter than the 8-byte header length that starts every safetensors file.
+    #[error("`{path}` is not a safetensors file: {len} bytes, fewer than the 8-byte header length")]
+    HeaderTooShort {
+        /// The file.
+        path: PathBuf,
+        /// Its length in bytes.
+        len: u64,
+    },
+
+    /// The header length is above the cap safetensors enforces.
+    #[error("`{path}`: header length {header_len} exceeds the {cap}-byte cap; the file is corrupt or not safetensors")]
+    HeaderTooLarge {
+        /// The file.
+        path: PathBuf,
+        /// The header length the file claims.
+        header_len: u64,
+        /// The cap.
+        cap: u64,
+    },
+
+    /// The header length points past the end of the file.
+    #[error("`{path}`: header claims {header_len} bytes but the file holds only {file_len}; the file is truncated")]
+    HeaderBeyondFile {
+        /// The file.
+        path: PathBuf,
+        /// The header length the file claims.
+        header_len: u64,
+        /// The file's length.
+        file_len: u64,
+    },
+
+    /// The header is not valid UTF-8 JSON of the safetensors shape.
+    #[error("`{path}`: header is not valid safetensors JSON: {reason}")]
+    HeaderNotJson {
+        /// The file.
+        path: PathBuf,
+        /// What the JSON parser said.
+        reason: String,
+    },
+
+    /// A tensor entry in a header lacks a field or has one of the wrong type.
+    #[error("`{path}`: tensor `{tensor}` has a malformed entry: {reason}")]
+    TensorEntryInvalid {
+        /// The file.
+        path: PathBuf,
+        /// The tensor.
+        tensor: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// A tensor's dtype is not one safetensors defines.
+    #[error("`{path}`: tensor `{tensor}` has unknown dtype `{dtype}`")]
+    UnknownDType {
+        /// The file.
+        path: PathBuf,
+        /// The tensor.
+        tensor: String,
+        /// The dtype string as stored.
+        dtype: String,
+    },
+
+    /// A tensor's byte range does not match its dtype and shape.
+    #[error("`{path}`: tensor `{tensor}` spans {actual_bytes} bytes but its dtype and shape need {expected_bytes}")]
+    TensorSizeMismatch {
+        /// The file.
+        path: PathBuf,
+        /// The tensor.
+        tensor: String,
+        /// dtype × shape, in bytes.
+        expected_bytes: u64,
+        /// end − start of its data offsets.
+        actual_bytes: u64,
+    },
+
+    /// A tensor's data offsets overlap another's, leave a gap, or run backwards.
+    #[error("`{path}`: tensor `{tensor}` has data offsets [{start}, {end}) but the previous tensor ends at {expected_start}; offsets must be contiguous and not overlap")]
+    OffsetsNotContiguous {
+        /// The file.
+        path: PathBuf,
+        /// The tensor.
+        tensor: String,
+        /// Its start offset.
+        start: u64,
+        /// Its end offset.
+        end: u64,
+        /// Where it should have started.
+        expected_start: u64,
+    },
+
+    /// The tensor data does not end exactly at the end of the file.
+    #[error("`{path}`: tensor data ends at byte {data_end} of the data section but the section holds {data_len} bytes{}", if data_end > data_len { "; the file is truncated" } else { "; the file has trailing bytes" })]
+    DataLengthMismatch {
+        /// The file.
+        path: PathBuf,
+        /// Where the last tensor ends, relative to the data section.
+        data_end: u64,
+        /// How long the data section is.
+        data_len: u64,
+    },
+
+    /// An element count or byte count overflowed 64 bits.
+    #[error("`{path}`: tensor `{tensor}` has a shape whose size overflows 64 bits")]
+    SizeOverflow {
+        /// The file.
+        path: PathBuf,
+        /// The tensor.
+        tensor: String,
+    },
+
+    /// A sharded checkpoint's index is not valid JSON of the expected shape.
+    #[error("`{path}`: not a valid safetensors index: {reason}")]
+    IndexInvalid {
+        /// The index file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+
+    /// The index names a shard that does not exist.
+    #[error("`{index}` maps tensor `{tensor}` to shard `{shard}`, which does not exist")]
+    ShardMissing {
+        /// The index file.
+        index: PathBuf,
+        /// The missing shard.
+        shard: PathBuf,
+        /// The first tensor the index maps to it.
+        tensor: String,
+    },
+
+    /// The index maps a tensor to a shard that does not hold it.
+    #[error("`{index}` maps tensor `{tensor}` to `{shard}`, but that shard has no such tensor")]
+    TensorNotInShard {
+        /// The index file.
+        index: PathBuf,
+        /// The shard.
+        shard: PathBuf,
+        /// The tensor.
+        tensor: String,
+    },
+
+    /// The same tensor name appears twice across the files of one checkpoint.
+    #[error("tensor `{tensor}` appears in both `{first}` and `{second}`")]
+    DuplicateTensor {
+        /// The tensor.
+        tensor: String,
+        /// Where it was seen first.
+        first: PathBuf,
+        /// Where it was seen again.
+        second: PathBuf,
+    },
+
+    /// A folder holds neither weights nor a config of a known architecture.
+    #[error("no model found in `{path}`: tried {}", list_paths(tried))]
+    NoWeights {
+        /// The folder.
+        path: PathBuf,
+        /// The files looked for.
+        tried: Vec<PathBuf>,
+    },
+
+    /// A folder holds several safetensors files and no index saying how they fit together.
+    #[error("`{path}` holds several safetensors files ({}) and no `model.safetensors.index.json`; pass one file, or the folder of a single checkpoint", list_paths(files))]
+    AmbiguousWeights {
+        /// The folder.
+        path: PathBuf,
+        /// The files found.
+        files: Vec<PathBuf>,
+    },
+
+    /// A `config.json` is not valid JSON, or lacks a field its architecture needs.
+    #[error("`{path}`: {reason}")]
+    ConfigInvalid {
+        /// The config file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+
+    /// A `config.json` names an architecture the planner cannot expand, and there are no weights.
+    #[error("`{path}`: architecture `{model_type}` is not one stowage can expand from a config alone (known: {}); point at the folder with the safetensors weights instead", known.join(", "))]
+    UnknownArchitecture {
+        /// The config file.
+        path: PathBuf,
+        /// The `model_type` it names.
+        model_type: String,
+        /// The architectures that can be expanded.
+        known: Vec<&'static str>,
+    },
+
+    /// An `ORG/NAME` model is not in any Hugging Face cache.
+    #[error("model `{spec}` not found locally (stowage never downloads); tried {}. Download it first, e.g. `hf download {repo}`", list_paths(tried))]
+    ModelNotFound {
+        /// What the user asked for.
+        spec: String,
+        /// The `ORG/NAME` part.
+        repo: String,
+        /// The paths looked at.
+        tried: Vec<PathBuf>,
+    },
+
+    /// A size string such as `20GiB` could not be read.
+    #[error("invalid size `{input}`: {reason}")]
+    InvalidSize {
+        /// What the user wrote.
+        input: String,
+        /// Why it was rejected, with a hint.
+        reason: String,
+    },
+
+    /// A `--max-memory` or `--gpus` value could not be read.
+    #[error("invalid memory budget `{input}`: {reason}")]
+    InvalidBudget {
+        /// What the user wrote.
+        input: String,
+        /// Why it was rejected.
+        reason: String,
+    },
+
+    /// A `--no-split` pattern is empty or malformed.
+    #[error("invalid module pattern `{pattern}`: {reason}")]
+    InvalidPattern {
+        /// The pattern.
+        pattern: String,
+        /// Why it was rejected.
+        reason: String,
+    },
+
+    /// A unit does not fit on any device, disk included.
+    #[error("`{unit}` needs {} but no device has that much left (largest free: {} on {device}); raise a budget with --max-memory (e.g. --max-memory disk=1TiB) or free space", crate::units::format_bytes(*needed), crate::units::format_bytes(*available))]
+    DoesNotFit {
+        /// The module or tensor that could not be placed.
+        unit: String,
+        /// Its size in bytes.
+        needed: u64,
+        /// The device with the most room left.
+        device: String,
+        /// How much room it had.
+        available: u64,
+    },
+}
+
+fn list_paths(paths: &[PathBuf]) -> String {
+    let names: Vec<String> = paths.iter().map(|p| format!("`{}`", p.display())).collect();
+    if names.is_empty() { "nothing".to_string() } else { names.join(", ") }
+}
+
+/// The planner's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io { path: path.into(), source }
+    }
+}
