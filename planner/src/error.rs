@@ -243,6 +243,17 @@ pub enum Error {
         reason: String,
     },
 
+    /// A budget could not be measured and the user did not give it.
+    #[error("cannot measure the {device} budget ({reason}); give it with {hint}")]
+    BudgetUnreadable {
+        /// `cpu` or `disk`.
+        device: String,
+        /// Why measuring failed.
+        reason: String,
+        /// The flag that supplies it.
+        hint: String,
+    },
+
     /// A unit does not fit on any device, disk included.
     #[error("`{unit}` needs {} but no device has that much left (largest free: {} on {device}); raise a budget with --max-memory (e.g. --max-memory disk=1TiB) or free space", crate::units::format_bytes(*needed), crate::units::format_bytes(*available))]
     DoesNotFit {

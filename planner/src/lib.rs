@@ -1,15 +1,37 @@
 //! stowage-planner
 #![allow(missing_docs)]
 pub mod arch;
+mod budget;
 mod config;
+mod device;
+mod device_map;
 mod dtype;
 mod error;
 mod header;
+mod index;
+mod inventory;
+mod order;
+mod pattern;
+mod place;
+mod placement;
+mod probe;
+mod source;
+mod strategy;
 mod tensor;
 mod units;
+pub use budget::{parse_gpus, parse_max_memory, Budgets, GpuBudget};
 pub use config::ModelConfig;
+pub use device::Device;
+pub use device_map::DeviceMap;
 pub use dtype::DType;
 pub use error::{Error, Result};
 pub use header::{read_header, Header, MAX_HEADER_BYTES};
+pub use index::read_index;
+pub use inventory::{Inventory, InventoryOptions, Module, BLOCK_CONTAINERS};
+pub use pattern::Pattern;
+pub use placement::{plan, DeviceUsage, Plan, PlanOptions, Unit};
+pub use probe::{probe, BudgetOverrides, DiskInfo, GpuInfo, Probe, RamInfo};
+pub use source::{hub_cache_dirs, resolve, ModelFiles, SourceOptions};
+pub use strategy::Strategy;
 pub use tensor::{TensorInfo, TensorSource};
 pub use units::{format_bytes, parse_size};

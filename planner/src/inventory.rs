@@ -1,0 +1,340 @@
+//! The inventory of a model: every tensor's name, shape, dtype and size, arranged as an
+//! ordered module tree, with the blocks that must not be split and the tied weights.
+//!
+//! Ways to take one:
+//! - [`Inventory::from_spec`]: a folder, a `.safetensors` file, an index, a `config.json`, or
+//!   `ORG/NAME[@rev]` from the local Hugging Face cache (see [`crate::resolve`]);
+//! - [`Inventory::from_files`]: files already resolved;
+//! - [`Inventory::from_config`]: a parsed config of a known architecture;
+//! - [`Inventory::from_tensors`]: any tensor list (e.g. walked from a burn module).
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+
+use crate::arch;
+use crate::config::ModelConfig;
+use crate::dtype::DType;
+use crate::error::{Error, Result};
+use crate::header::read_header;
+use crate::index::read_index;
+use crate::order::segment_rank;
+use crate::pattern::Pattern;
+use crate::source::{resolve, ModelFiles, SourceOptions};
+use crate::tensor::TensorInfo;
+
+/// Options for taking an inventory.
+#[derive(Debug, Clone)]
+pub struct InventoryOptions {
+    /// Where to look inside a model folder or cache entry.
+    pub source: SourceOptions,
+    /// Extra no-split patterns (see [`Pattern`]), added to the defaults.
+    pub no_split: Vec<String>,
+    /// Whether numbered blocks (`layers.N`, `h.N`, `block.N`, `layer.N`, `blocks.N`,
+    /// `experts.N`) are no-split units. On by default.
+    pub default_no_split: bool,
+}
+
+impl Default for InventoryOptions {
+    fn default() -> Self {
+        InventoryOptions { source: SourceOptions::default(), no_split: Vec::new(), default_no_split: true }
+    }
+}
+
+/// Container names whose numbered children are no-split blocks by default.
+pub const BLOCK_CONTAINERS: &[&str] = &["layers", "h", "block", "layer", "blocks", "experts"];
+
+/// A module: a dot path, the tensors directly under it, and its child modules, in
+/// execution order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Module {
+    /// Dot path (`model.layers.3`); `""` for the root.
+    pub path: String,
+    /// Indices into [`Inventory::tensors`] of the tensors directly under this module.
+    pub tensors: Vec<usize>,
+    /// Child modules.
+    pub children: Vec<Module>,
+    /// Whether this module must be placed whole on one device.
+    pub no_split: bool,
+}
+
+impl Module {
+    /// Visits this module and all below it, parents first.
+    pub fn walk<'a>(&'a self, f: &mut impl FnMut(&'a Module)) {
+        f(self);
+        for c in &self.children {
+            c.walk(f);
+        }
+    }
+
+    /// Indices of every tensor in this module and below, in execution order.
+    pub fn all_tensors(&self) -> Vec<usize> {
+        let mut out = Vec::new();
+        self.walk(&mut |m| out.extend_from_slice(&m.tensors));
+        out.sort_unstable();
+        out
+    }
+}
+
+/// An ordered description of a model, taken without reading tensor data.
+#[derive(Debug, Clone)]
+pub struct Inventory {
+    /// Every tensor, in execution order (module tree order, depth first).
+    pub tensors: Vec<TensorInfo>,
+    /// The module tree; tensor indices point into `tensors`.
+    pub root: Module,
+    /// The files read.
+    pub files: Vec<PathBuf>,
+    /// The model's config, if one was found.
+    pub config: Option<ModelConfig>,
+    /// The dtype `--dtype auto` means: the config's `torch_dtype`, else the checkpoint's first
+    /// floating dtype.
+    pub auto_dtype: Option<DType>,
+}
+
+impl Inventory {
+    /// Resolves `spec` and takes its inventory.
+    pub fn from_spec(spec: &str, opts: &InventoryOptions) -> Result<Inventory> {
+        let files = resolve(spec, &opts.source)?;
+        Self::from_files(&files, opts)
+    }
+
+    /// Takes the inventory of resolved model files.
+    pub fn from_files(files: &ModelFiles, opts: &InventoryOptions) -> Result<Inventory> {
+        let config = files.config().map(ModelConfig::from_file).transpose()?;
+        let (tensors, paths) = match files {
+            ModelFiles::Single { weights, .. } => {
+                (read_header(weights)?.tensors, vec![weights.clone()])
+            }
+            ModelFiles::Sharded { index, .. } => {
+                let tensors = read_index(index)?;
+                let mut paths = vec![index.clone()];
+                for t in &tensors {
+                    if let crate::TensorSource::File { path, .. } = &t.source
+                        && !paths.contains(path)
+                    {
+                        paths.push(path.clone());
+                    }
+                }
+                (tensors, paths)
+            }
+            ModelFiles::ConfigOnly { config: path } => {
+                let config = config.as_ref().expect("config-only always has a config");
+                (arch::expand(config, None)?, vec![path.clone()])
+            }
+        };
+        let mut inv = Self::from_tensors(tensors, config, opts)?;
+        inv.files = paths;
+        Ok(inv)
+    }
+
+    /// Expands a config of a known architecture (see [`crate::arch`]) into an inventory.
+    pub fn from_config(config: ModelConfig, opts: &InventoryOptions) -> Result<Inventory> {
+        let tensors = arch::expand(&config, None)?;
+        let path = config.path.clone();
+        let mut inv = Self::from_tensors(tensors, Some(config), opts)?;
+        inv.files = vec![path];
+        Ok(inv)
+    }
+
+    /// Builds an inventory from any list of tensors: orders them, builds the module tree,
+    /// marks no-split units and detects ties the config implies.
+    pub fn from_tensors(
+        mut tensors: Vec<TensorInfo>,
+        config: Option<ModelConfig>,
+        opts: &InventoryOptions,
+    ) -> Result<Inventory> {
+        let patterns =
+            opts.no_split.iter().map(|p| Pattern::new(p)).collect::<Result<Vec<Pattern>>>()?;
+        check_unique(&tensors)?;
+        if let Some(config) = &config {
+            add_config_ties(&mut tensors, config);
+        }
+        let auto_dtype = config
+            .as_ref()
+            .and_then(ModelConfig::torch_dtype)
+            .or_else(|| tensors.iter().map(|t| t.dtype).find(|d| d.is_float()));
+
+        // Build the tree over the names, ordering each level, then renumber tensors depth first.
+        let mut tree = Node::default();
+        for (i, t) in tensors.iter().enumerate() {
+            let mut node = &mut tree;
+            let segments: Vec<&str> = t.name.split('.').collect();
+            for seg in &segments[..segments.len() - 1] {
+                node = node.child(seg);
+            }
+            node.tensors.push((segments[segments.len() - 1].to_string(), i));
+        }
+        let mut order = Vec::with_capacity(tensors.len());
+        let mut root = tree.into_module(String::new(), &mut order, &patterns, opts.default_no_split, false);
+        let mut remap = vec![0usize; tensors.len()];
+        for (new, &old) in order.iter().enumerate() {
+            remap[old] = new;
+        }
+        renumber(&mut root, &remap);
+        let mut slots: Vec<Option<TensorInfo>> = tensors.into_iter().map(Some).collect();
+        let tensors = order.iter().map(|&old| slots[old].take().expect("each tensor once")).collect();
+        Ok(Inventory { tensors, root, files: Vec::new(), config, auto_dtype })
+    }
+
+    /// Bytes of one tensor once loaded with `dtype` requested (zero when tied).
+    pub fn tensor_bytes(&self, index: usize, dtype: Option<DType>) -> u64 {
+        self.tensors[index].bytes_as(dtype)
+    }
+
+    /// Bytes of a module and everything below it.
+    pub fn module_bytes(&self, module: &Module, dtype: Option<DType>) -> u64 {
+        let mut total = 0u64;
+        module.walk(&mut |m| {
+            for &i in &m.tensors {
+                total = total.saturating_add(self.tensor_bytes(i, dtype));
+            }
+        });
+        total
+    }
+
+    /// Bytes of the whole model with `dtype` requested, tied tensors counted once.
+    pub fn total_bytes(&self, dtype: Option<DType>) -> u64 {
+        self.module_bytes(&self.root, dtype)
+    }
+
+    /// Number of parameters, tied tensors counted once.
+    pub fn param_count(&self) -> u64 {
+        self.tensors.iter().filter(|t| t.tied_to.is_none()).map(TensorInfo::elems).sum()
+    }
+
+    /// The index of the tensor called `name`.
+    pub fn find(&self, name: &str) -> Option<usize> {
+        self.tensors.iter().position(|t| t.name == name)
+    }
+
+    /// Paths of the no-split units, in execution order.
+    pub fn no_split_units(&self) -> Vec<&str> {
+        let mut out = Vec::new();
+        self.root.walk(&mut |m| {
+            if m.no_split {
+                out.push(m.path.as_str());
+            }
+        });
+        out
+    }
+
+    /// A one-line description: architecture, files, tensor and parameter counts.
+    pub fn describe(&self) -> String {
+        let arch = self
+            .config
+            .as_ref()
+            .and_then(|c| c.architecture().or(c.model_type()))
+            .unwrap_or("unknown architecture");
+        format!(
+            "{arch}: {} tensors, {:.3} B parameters",
+            self.tensors.len(),
+            self.param_count() as f64 / 1e9
+        )
+    }
+}
+
+fn check_unique(tensors: &[TensorInfo]) -> Result<()> {
+    let mut seen: HashMap<&str, &TensorInfo> = HashMap::with_capacity(tensors.len());
+    for t in tensors {
+        if let Some(first) = seen.insert(&t.name, t) {
+            let path = |t: &TensorInfo| match &t.source {
+                crate::TensorSource::File { path, .. } => path.clone(),
+                crate::TensorSource::Config => PathBuf::from("config"),
+            };
+            return Err(Error::DuplicateTensor {
+                tensor: t.name.clone(),
+                first: path(first),
+                second: path(t),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Applies the ties the config implies: a tied tensor absent from the checkpoint is added as
+/// an alias of its owner; one present with the owner's shape is marked tied (transformers
+/// ties them at load, so its bytes are not loaded twice).
+fn add_config_ties(tensors: &mut Vec<TensorInfo>, config: &ModelConfig) {
+    let names: HashSet<String> = tensors.iter().map(|t| t.name.clone()).collect();
+    for (tied, owner) in arch::tied_pairs(config) {
+        // Checkpoints of base classes drop the first segment (`wte.weight` for
+        // `transformer.wte.weight`); try the owner as written, then without its prefix.
+        let stripped = owner.split_once('.').map(|(_, rest)| rest.to_string());
+        let Some(owner) = [Some(owner.clone()), stripped].into_iter().flatten().find(|o| names.contains(o))
+        else {
+            continue;
+        };
+        let Some(owner_info) = tensors.iter().find(|t| t.name == owner).cloned() else { continue };
+        match tensors.iter_mut().find(|t| t.name == tied) {
+            Some(t) if t.shape == owner_info.shape && t.tied_to.is_none() => {
+                t.tied_to = Some(owner.clone())
+            }
+            Some(_) => {}
+            None => tensors.push(TensorInfo {
+                name: tied,
+                tied_to: Some(owner_info.tied_to.clone().unwrap_or(owner)),
+                ..owner_info
+            }),
+        }
+    }
+}
+
+#[derive(Default)]
+struct Node {
+    children: Vec<(String, Node)>,
+    tensors: Vec<(String, usize)>,
+}
+
+impl Node {
+    fn child(&mut self, seg: &str) -> &mut Node {
+        let pos = match self.children.iter().position(|(s, _)| s == seg) {
+            Some(p) => p,
+            None => {
+                self.children.push((seg.to_string(), Node::default()));
+                self.children.len() - 1
+            }
+        };
+        &mut self.children[pos].1
+    }
+
+    fn into_module(
+        mut self,
+        path: String,
+        order: &mut Vec<usize>,
+        patterns: &[Pattern],
+        default_no_split: bool,
+        inside_unit: bool,
+    ) -> Module {
+        let last = path.rsplit('.').next().unwrap_or("");
+        let parent_container = path.rsplit('.').nth(1).unwrap_or("");
+        let numbered = !path.is_empty() && last.chars().all(|c| c.is_ascii_digit());
+        let is_unit = !inside_unit
+            && !path.is_empty()
+            && ((default_no_split && numbered && BLOCK_CONTAINERS.contains(&parent_container))
+                || patterns.iter().any(|p| p.matches(&path)));
+
+        // Stable sorts keep first-appearance order among names of the same rank.
+        self.tensors.sort_by_key(|(s, _)| segment_rank(s));
+        self.children.sort_by_key(|(s, _)| segment_rank(s));
+        let tensors: Vec<usize> = self.tensors.iter().map(|&(_, i)| i).collect();
+        order.extend_from_slice(&tensors);
+        let children = self
+            .children
+            .into_iter()
+            .map(|(seg, node)| {
+                let child = if path.is_empty() { seg } else { format!("{path}.{seg}") };
+                node.into_module(child, order, patterns, default_no_split, inside_unit || is_unit)
+            })
+            .collect();
+        Module { path, tensors, children, no_split: is_unit }
+    }
+}
+
+fn renumber(m: &mut Module, remap: &[usize]) {
+    for i in &mut m.tensors {
+        *i = remap[*i];
+    }
+    for c in &mut m.children {
+        renumber(c, remap);
+    }
+}
