@@ -113,11 +113,17 @@ impl Budgets {
 /// assert_eq!(both, vec![(Device::Gpu(0), 1 << 30), (Device::Cpu, 1000)]);
 /// ```
 pub fn parse_max_memory(input: &str) -> Result<Vec<(Device, u64)>> {
-    let invalid = |reason: String| Error::InvalidBudget { input: input.to_string(), reason };
+    let invalid = |reason: String| Error::InvalidBudget {
+        input: input.to_string(),
+        reason,
+    };
     let s = input.trim();
     if s.starts_with('{') {
-        let value: Value = serde_json::from_str(s).map_err(|e| invalid(format!("not JSON: {e}")))?;
-        let Value::Object(map) = value else { unreachable!("starts with `{{`") };
+        let value: Value =
+            serde_json::from_str(s).map_err(|e| invalid(format!("not JSON: {e}")))?;
+        let Value::Object(map) = value else {
+            unreachable!("starts with `{{`")
+        };
         return map
             .into_iter()
             .map(|(k, v)| {
@@ -135,7 +141,10 @@ pub fn parse_max_memory(input: &str) -> Result<Vec<(Device, u64)>> {
     }
     let (device, size) = s
         .split_once('=')
-        .or_else(|| s.split_once(':').filter(|(d, _)| !d.eq_ignore_ascii_case("cuda")))
+        .or_else(|| {
+            s.split_once(':')
+                .filter(|(d, _)| !d.eq_ignore_ascii_case("cuda"))
+        })
         .ok_or_else(|| invalid("expected DEVICE=SIZE, e.g. `0=20GiB` or `cpu=64GiB`".into()))?;
     let device = device.parse::<Device>().map_err(invalid)?;
     Ok(vec![(device, parse_size(size)?)])
@@ -149,18 +158,24 @@ pub fn parse_max_memory(input: &str) -> Result<Vec<(Device, u64)>> {
 /// assert_eq!(parse_gpus("80GiB,1KiB").unwrap(), vec![80 << 30, 1024]);
 /// ```
 pub fn parse_gpus(input: &str) -> Result<Vec<u64>> {
-    let invalid = |reason: String| Error::InvalidBudget { input: input.to_string(), reason };
+    let invalid = |reason: String| Error::InvalidBudget {
+        input: input.to_string(),
+        reason,
+    };
     let mut out = Vec::new();
     for part in input.split(',') {
         let part = part.trim();
         let (count, size) = match part.split_once(['x', 'X', '*']) {
-            Some((n, size)) if !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()) => {
-                (n.parse::<usize>().map_err(|e| invalid(e.to_string()))?, size)
-            }
+            Some((n, size)) if !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()) => (
+                n.parse::<usize>().map_err(|e| invalid(e.to_string()))?,
+                size,
+            ),
             _ => (1, part),
         };
         if count == 0 || count > 1024 {
-            return Err(invalid(format!("`{part}`: GPU count must be between 1 and 1024")));
+            return Err(invalid(format!(
+                "`{part}`: GPU count must be between 1 and 1024"
+            )));
         }
         let bytes = parse_size(size)?;
         out.extend(std::iter::repeat_n(bytes, count));
@@ -173,14 +188,27 @@ mod tests {
     use super::*;
 
     fn budgets() -> Budgets {
-        Budgets { gpus: Vec::new(), cpu_bytes: 100, disk_bytes: 1000 }
+        Budgets {
+            gpus: Vec::new(),
+            cpu_bytes: 100,
+            disk_bytes: 1000,
+        }
     }
 
     #[test]
     fn max_memory_forms() {
-        assert_eq!(parse_max_memory("cpu=64GiB").unwrap(), vec![(Device::Cpu, 64 << 30)]);
-        assert_eq!(parse_max_memory("cuda:1=1KiB").unwrap(), vec![(Device::Gpu(1), 1024)]);
-        assert_eq!(parse_max_memory("disk=500GB").unwrap(), vec![(Device::Disk, 500_000_000_000)]);
+        assert_eq!(
+            parse_max_memory("cpu=64GiB").unwrap(),
+            vec![(Device::Cpu, 64 << 30)]
+        );
+        assert_eq!(
+            parse_max_memory("cuda:1=1KiB").unwrap(),
+            vec![(Device::Gpu(1), 1024)]
+        );
+        assert_eq!(
+            parse_max_memory("disk=500GB").unwrap(),
+            vec![(Device::Disk, 500_000_000_000)]
+        );
         assert!(parse_max_memory("cpu").is_err());
         assert!(parse_max_memory("tpu=1GiB").is_err());
         let err = parse_max_memory("0=10gb").unwrap_err().to_string();
@@ -190,15 +218,31 @@ mod tests {
 
     #[test]
     fn overrides_add_planned_gpus_and_keep_the_rest() {
-        let b = budgets().with_max_memory(&[(Device::Gpu(1), 5), (Device::Gpu(0), 7), (Device::Cpu, 9)]);
-        assert_eq!(b.gpus.iter().map(|g| (g.index, g.bytes)).collect::<Vec<_>>(), [(0, 7), (1, 5)]);
+        let b = budgets().with_max_memory(&[
+            (Device::Gpu(1), 5),
+            (Device::Gpu(0), 7),
+            (Device::Cpu, 9),
+        ]);
+        assert_eq!(
+            b.gpus
+                .iter()
+                .map(|g| (g.index, g.bytes))
+                .collect::<Vec<_>>(),
+            [(0, 7), (1, 5)]
+        );
         assert_eq!((b.cpu_bytes, b.disk_bytes), (9, 1000));
-        assert_eq!(b.devices(), [Device::Gpu(0), Device::Gpu(1), Device::Cpu, Device::Disk]);
+        assert_eq!(
+            b.devices(),
+            [Device::Gpu(0), Device::Gpu(1), Device::Cpu, Device::Disk]
+        );
     }
 
     #[test]
     fn gpu_specs() {
-        assert_eq!(parse_gpus("2x80GiB,24GiB").unwrap(), vec![80 << 30, 80 << 30, 24 << 30]);
+        assert_eq!(
+            parse_gpus("2x80GiB,24GiB").unwrap(),
+            vec![80 << 30, 80 << 30, 24 << 30]
+        );
         assert!(parse_gpus("0x24GiB").is_err());
         assert!(parse_gpus("2x").is_err());
         assert!(parse_gpus("24gb").is_err());

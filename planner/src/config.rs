@@ -26,11 +26,17 @@ impl ModelConfig {
 
     /// Parses config JSON; `path` is only used to name the file in errors.
     pub fn from_json_str(path: &Path, text: &str) -> Result<Self> {
-        let invalid = |reason: String| Error::ConfigInvalid { path: path.into(), reason };
+        let invalid = |reason: String| Error::ConfigInvalid {
+            path: path.into(),
+            reason,
+        };
         let value: Value =
             serde_json::from_str(text).map_err(|e| invalid(format!("not valid JSON: {e}")))?;
         match value {
-            Value::Object(raw) => Ok(ModelConfig { path: path.into(), raw }),
+            Value::Object(raw) => Ok(ModelConfig {
+                path: path.into(),
+                raw,
+            }),
             _ => Err(invalid("expected a JSON object".into())),
         }
     }
@@ -47,9 +53,12 @@ impl ModelConfig {
 
     /// The dtype the weights were saved in: `torch_dtype`, or `dtype` (newer transformers).
     pub fn torch_dtype(&self) -> Option<DType> {
-        ["torch_dtype", "dtype"]
-            .iter()
-            .find_map(|k| self.raw.get(*k).and_then(Value::as_str).and_then(DType::from_user))
+        ["torch_dtype", "dtype"].iter().find_map(|k| {
+            self.raw
+                .get(*k)
+                .and_then(Value::as_str)
+                .and_then(DType::from_user)
+        })
     }
 
     /// `tie_word_embeddings`, or `default` when the config does not say.
@@ -68,10 +77,12 @@ impl ModelConfig {
     /// The first of `keys` that is present as an integer (configs name the same thing
     /// differently: `n_embd` / `hidden_size`).
     pub fn u64_any(&self, keys: &[&str]) -> Result<u64> {
-        keys.iter().find_map(|k| self.opt_u64(k)).ok_or_else(|| Error::ConfigInvalid {
-            path: self.path.clone(),
-            reason: format!("missing integer field `{}`", keys.join("` or `")),
-        })
+        keys.iter()
+            .find_map(|k| self.opt_u64(k))
+            .ok_or_else(|| Error::ConfigInvalid {
+                path: self.path.clone(),
+                reason: format!("missing integer field `{}`", keys.join("` or `")),
+            })
     }
 
     /// An optional integer field (absent or `null` gives `None`).
@@ -86,7 +97,10 @@ impl ModelConfig {
 
     /// A boolean field with a default.
     pub fn bool_or(&self, key: &str, default: bool) -> bool {
-        self.raw.get(key).and_then(Value::as_bool).unwrap_or(default)
+        self.raw
+            .get(key)
+            .and_then(Value::as_bool)
+            .unwrap_or(default)
     }
 
     /// A string field, if present.
@@ -111,7 +125,10 @@ mod tests {
         assert_eq!(c.torch_dtype(), Some(DType::BF16));
         assert_eq!(c.u64("hidden_size").unwrap(), 4096);
         let err = c.u64("num_hidden_layers").unwrap_err().to_string();
-        assert!(err.contains("config.json") && err.contains("num_hidden_layers"), "{err}");
+        assert!(
+            err.contains("config.json") && err.contains("num_hidden_layers"),
+            "{err}"
+        );
         assert!(!c.tie_word_embeddings(false));
     }
 

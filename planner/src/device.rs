@@ -45,7 +45,10 @@ impl FromStr for Device {
     /// Accepts `0`, `cuda:0`, `cpu`, `disk`.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let t = s.trim().to_ascii_lowercase();
-        let t = t.strip_prefix("cuda:").or_else(|| t.strip_prefix("gpu")).unwrap_or(&t);
+        let t = t
+            .strip_prefix("cuda:")
+            .or_else(|| t.strip_prefix("gpu"))
+            .unwrap_or(&t);
         match t {
             "cpu" => Ok(Device::Cpu),
             "disk" => Ok(Device::Disk),

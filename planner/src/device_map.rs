@@ -41,7 +41,10 @@ impl DeviceMap {
     /// The map as a JSON object in the Hugging Face shape.
     pub fn to_json(&self) -> serde_json::Value {
         serde_json::Value::Object(
-            self.entries.iter().map(|(p, d)| (p.clone(), d.to_json())).collect(),
+            self.entries
+                .iter()
+                .map(|(p, d)| (p.clone(), d.to_json()))
+                .collect(),
         )
     }
 }

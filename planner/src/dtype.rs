@@ -187,7 +187,11 @@ impl DType {
     pub fn sized_as(self, target: Option<DType>) -> DType {
         match target {
             Some(t) if self.is_float() && t.is_float() => {
-                if t.bits() < self.bits() { t } else { self }
+                if t.bits() < self.bits() {
+                    t
+                } else {
+                    self
+                }
             }
             _ => self,
         }
@@ -203,7 +207,8 @@ impl fmt::Display for DType {
 impl FromStr for DType {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        DType::from_user(s).ok_or_else(|| format!("unknown dtype `{s}` (expected f32, f16, bf16, …)"))
+        DType::from_user(s)
+            .ok_or_else(|| format!("unknown dtype `{s}` (expected f32, f16, bf16, …)"))
     }
 }
 
@@ -216,7 +221,11 @@ mod tests {
         for d in ALL {
             assert_eq!(DType::from_header(d.as_str()), Some(d));
         }
-        assert_eq!(DType::from_header("bf16"), None, "header names are case-sensitive");
+        assert_eq!(
+            DType::from_header("bf16"),
+            None,
+            "header names are case-sensitive"
+        );
     }
 
     #[test]

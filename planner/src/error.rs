@@ -25,7 +25,9 @@ pub enum Error {
     },
 
     /// The header length is above the cap safetensors enforces.
-    #[error("`{path}`: header length {header_len} exceeds the {cap}-byte cap; the file is corrupt or not safetensors")]
+    #[error(
+        "`{path}`: header length {header_len} exceeds the {cap}-byte cap; the file is corrupt or not safetensors"
+    )]
     HeaderTooLarge {
         /// The file.
         path: PathBuf,
@@ -36,7 +38,9 @@ pub enum Error {
     },
 
     /// The header length points past the end of the file.
-    #[error("`{path}`: header claims {header_len} bytes but the file holds only {file_len}; the file is truncated")]
+    #[error(
+        "`{path}`: header claims {header_len} bytes but the file holds only {file_len}; the file is truncated"
+    )]
     HeaderBeyondFile {
         /// The file.
         path: PathBuf,
@@ -78,7 +82,9 @@ pub enum Error {
     },
 
     /// A tensor's byte range does not match its dtype and shape.
-    #[error("`{path}`: tensor `{tensor}` spans {actual_bytes} bytes but its dtype and shape need {expected_bytes}")]
+    #[error(
+        "`{path}`: tensor `{tensor}` spans {actual_bytes} bytes but its dtype and shape need {expected_bytes}"
+    )]
     TensorSizeMismatch {
         /// The file.
         path: PathBuf,
@@ -91,7 +97,9 @@ pub enum Error {
     },
 
     /// A tensor's data offsets overlap another's, leave a gap, or run backwards.
-    #[error("`{path}`: tensor `{tensor}` has data offsets [{start}, {end}) but the previous tensor ends at {expected_start}; offsets must be contiguous and not overlap")]
+    #[error(
+        "`{path}`: tensor `{tensor}` has data offsets [{start}, {end}) but the previous tensor ends at {expected_start}; offsets must be contiguous and not overlap"
+    )]
     OffsetsNotContiguous {
         /// The file.
         path: PathBuf,
@@ -177,7 +185,10 @@ pub enum Error {
     },
 
     /// A folder holds several safetensors files and no index saying how they fit together.
-    #[error("`{path}` holds several safetensors files ({}) and no `model.safetensors.index.json`; pass one file, or the folder of a single checkpoint", list_paths(files))]
+    #[error(
+        "`{path}` holds several safetensors files ({}) and no `model.safetensors.index.json`; pass one file, or the folder of a single checkpoint",
+        list_paths(files)
+    )]
     AmbiguousWeights {
         /// The folder.
         path: PathBuf,
@@ -206,7 +217,10 @@ pub enum Error {
     },
 
     /// An `ORG/NAME` model is not in any Hugging Face cache.
-    #[error("model `{spec}` not found locally (stowage never downloads); tried {}. Download it first, e.g. `hf download {repo}`", list_paths(tried))]
+    #[error(
+        "model `{spec}` not found locally (stowage never downloads); tried {}. Download it first, e.g. `hf download {repo}`",
+        list_paths(tried)
+    )]
     ModelNotFound {
         /// What the user asked for.
         spec: String,
@@ -255,7 +269,7 @@ pub enum Error {
     },
 
     /// A unit does not fit on any device, disk included.
-    #[error("`{unit}` needs {} but no device has that much left (largest free: {} on {device}); raise a budget with --max-memory (e.g. --max-memory disk=1TiB) or free space", crate::units::format_bytes(*needed), crate::units::format_bytes(*available))]
+    #[error("`{unit}` does not fit: it needs {} but no device has that much left (largest free: {} on {device}); raise a budget with --max-memory (e.g. --max-memory disk=1TiB) or free space", crate::units::format_bytes(*needed), crate::units::format_bytes(*available))]
     DoesNotFit {
         /// The module or tensor that could not be placed.
         unit: String,
@@ -270,7 +284,11 @@ pub enum Error {
 
 fn list_paths(paths: &[PathBuf]) -> String {
     let names: Vec<String> = paths.iter().map(|p| format!("`{}`", p.display())).collect();
-    if names.is_empty() { "nothing".to_string() } else { names.join(", ") }
+    if names.is_empty() {
+        "nothing".to_string()
+    } else {
+        names.join(", ")
+    }
 }
 
 /// The planner's result type.
@@ -278,6 +296,9 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Error::Io { path: path.into(), source }
+        Error::Io {
+            path: path.into(),
+            source,
+        }
     }
 }

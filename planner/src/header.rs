@@ -53,16 +53,28 @@ pub fn read_header(path: &Path) -> Result<Header> {
     let mut file = File::open(path).map_err(|e| Error::io(path, e))?;
     let file_len = file.metadata().map_err(|e| Error::io(path, e))?.len();
     if file_len < 8 {
-        return Err(Error::HeaderTooShort { path: path.into(), len: file_len });
+        return Err(Error::HeaderTooShort {
+            path: path.into(),
+            len: file_len,
+        });
     }
     let mut len_bytes = [0u8; 8];
-    file.read_exact(&mut len_bytes).map_err(|e| Error::io(path, e))?;
+    file.read_exact(&mut len_bytes)
+        .map_err(|e| Error::io(path, e))?;
     let header_len = u64::from_le_bytes(len_bytes);
     if header_len > MAX_HEADER_BYTES {
-        return Err(Error::HeaderTooLarge { path: path.into(), header_len, cap: MAX_HEADER_BYTES });
+        return Err(Error::HeaderTooLarge {
+            path: path.into(),
+            header_len,
+            cap: MAX_HEADER_BYTES,
+        });
     }
     if header_len > file_len - 8 {
-        return Err(Error::HeaderBeyondFile { path: path.into(), header_len, file_len });
+        return Err(Error::HeaderBeyondFile {
+            path: path.into(),
+            header_len,
+            file_len,
+        });
     }
     let mut json = vec![0u8; header_len as usize];
     file.read_exact(&mut json).map_err(|e| Error::io(path, e))?;
@@ -70,9 +82,13 @@ pub fn read_header(path: &Path) -> Result<Header> {
 }
 
 fn parse_header(path: &Path, json: &[u8], file_len: u64) -> Result<Header> {
-    let not_json = |reason: String| Error::HeaderNotJson { path: path.into(), reason };
+    let not_json = |reason: String| Error::HeaderNotJson {
+        path: path.into(),
+        reason,
+    };
     let text = std::str::from_utf8(json).map_err(|e| not_json(format!("not UTF-8 ({e})")))?;
-    let value: Value = serde_json::from_str(text.trim_end_matches(' ')).map_err(|e| not_json(e.to_string()))?;
+    let value: Value =
+        serde_json::from_str(text.trim_end_matches(' ')).map_err(|e| not_json(e.to_string()))?;
     let Value::Object(entries) = value else {
         return Err(not_json("the header must be a JSON object".into()));
     };
@@ -94,10 +110,18 @@ fn parse_header(path: &Path, json: &[u8], file_len: u64) -> Result<Header> {
     let mut previous: Option<(u64, u64, String)> = None;
     let mut tensors = Vec::with_capacity(ranges.len());
     for r in ranges {
-        let size_overflow = || Error::SizeOverflow { path: path.into(), tensor: r.name.clone() };
-        let elems =
-            r.shape.iter().try_fold(1u64, |acc, &d| acc.checked_mul(d)).ok_or_else(size_overflow)?;
-        let bits = elems.checked_mul(r.dtype.bits()).ok_or_else(size_overflow)?;
+        let size_overflow = || Error::SizeOverflow {
+            path: path.into(),
+            tensor: r.name.clone(),
+        };
+        let elems = r
+            .shape
+            .iter()
+            .try_fold(1u64, |acc, &d| acc.checked_mul(d))
+            .ok_or_else(size_overflow)?;
+        let bits = elems
+            .checked_mul(r.dtype.bits())
+            .ok_or_else(size_overflow)?;
         let expected_bytes = bits.div_ceil(8);
         if bits % 8 != 0 || r.end < r.start || r.end - r.start != expected_bytes {
             return Err(Error::TensorSizeMismatch {
@@ -128,7 +152,11 @@ fn parse_header(path: &Path, json: &[u8], file_len: u64) -> Result<Header> {
         expected_start = r.end;
         let abs = |off: u64| data_start.checked_add(off).ok_or_else(size_overflow);
         tensors.push(TensorInfo {
-            source: TensorSource::File { path: path.into(), start: abs(r.start)?, end: abs(r.end)? },
+            source: TensorSource::File {
+                path: path.into(),
+                start: abs(r.start)?,
+                end: abs(r.end)?,
+            },
             name: r.name,
             dtype: r.dtype,
             shape: r.shape,
@@ -137,9 +165,18 @@ fn parse_header(path: &Path, json: &[u8], file_len: u64) -> Result<Header> {
     }
     let data_len = file_len - data_start;
     if expected_start != data_len {
-        return Err(Error::DataLengthMismatch { path: path.into(), data_end: expected_start, data_len });
+        return Err(Error::DataLengthMismatch {
+            path: path.into(),
+            data_end: expected_start,
+            data_len,
+        });
     }
-    Ok(Header { path: path.into(), tensors, metadata, file_len })
+    Ok(Header {
+        path: path.into(),
+        tensors,
+        metadata,
+        file_len,
+    })
 }
 
 struct RawEntry {
@@ -157,9 +194,14 @@ fn parse_entry(path: &Path, name: String, entry: Value) -> Result<RawEntry> {
         reason: reason.to_string(),
     };
     let Value::Object(fields) = entry else {
-        return Err(invalid("expected an object with dtype, shape and data_offsets"));
+        return Err(invalid(
+            "expected an object with dtype, shape and data_offsets",
+        ));
     };
-    let dtype_str = fields.get("dtype").and_then(Value::as_str).ok_or_else(|| invalid("missing string `dtype`"))?;
+    let dtype_str = fields
+        .get("dtype")
+        .and_then(Value::as_str)
+        .ok_or_else(|| invalid("missing string `dtype`"))?;
     let dtype = DType::from_header(dtype_str).ok_or_else(|| Error::UnknownDType {
         path: path.into(),
         tensor: name.clone(),
@@ -184,7 +226,13 @@ fn parse_entry(path: &Path, name: String, entry: Value) -> Result<RawEntry> {
         },
         _ => return Err(invalid("`data_offsets` must be [start, end]")),
     };
-    Ok(RawEntry { name, dtype, shape, start, end })
+    Ok(RawEntry {
+        name,
+        dtype,
+        shape,
+        start,
+        end,
+    })
 }
 
 fn parse_metadata(path: &Path, entry: Value) -> Result<BTreeMap<String, String>> {
@@ -224,9 +272,22 @@ mod tests {
         let json = r#"{"__metadata__":{"format":"pt"},"b":{"dtype":"BF16","shape":[2,2],"data_offsets":[8,16]},"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}"#;
         let path = write(dir.path(), json, 16);
         let h = read_header(&path).unwrap();
-        assert_eq!(h.tensors.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(), ["a", "b"]);
+        assert_eq!(
+            h.tensors
+                .iter()
+                .map(|t| t.name.as_str())
+                .collect::<Vec<_>>(),
+            ["a", "b"]
+        );
         let start = 8 + json.len() as u64;
-        assert_eq!(h.tensors[1].source, TensorSource::File { path: path.clone(), start: start + 8, end: start + 16 });
+        assert_eq!(
+            h.tensors[1].source,
+            TensorSource::File {
+                path: path.clone(),
+                start: start + 8,
+                end: start + 16
+            }
+        );
         assert_eq!(h.metadata["format"], "pt");
     }
 
@@ -244,7 +305,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let json = r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}}"#;
         let err = read_header(&write(dir.path(), json, 12)).unwrap_err();
-        assert!(matches!(err, Error::OffsetsNotContiguous { ref tensor, .. } if tensor == "b"), "{err}");
+        assert!(
+            matches!(err, Error::OffsetsNotContiguous { ref tensor, .. } if tensor == "b"),
+            "{err}"
+        );
     }
 
     #[test]

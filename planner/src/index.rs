@@ -17,7 +17,10 @@ use crate::tensor::TensorInfo;
 /// problem in a shard's header. Tensors a shard holds but the index does not list are left
 /// out, as transformers leaves them out.
 pub fn read_index(index: &Path) -> Result<Vec<TensorInfo>> {
-    let invalid = |reason: String| Error::IndexInvalid { path: index.into(), reason };
+    let invalid = |reason: String| Error::IndexInvalid {
+        path: index.into(),
+        reason,
+    };
     let text = std::fs::read_to_string(index).map_err(|e| Error::io(index, e))?;
     let value: Value = serde_json::from_str(&text).map_err(|e| invalid(e.to_string()))?;
     let weight_map = value
@@ -34,11 +37,17 @@ pub fn read_index(index: &Path) -> Result<Vec<TensorInfo>> {
             .as_str()
             .ok_or_else(|| invalid(format!("`weight_map[\"{tensor}\"]` is not a file name")))?;
         if shard.contains("..") || Path::new(shard).is_absolute() {
-            return Err(invalid(format!("shard name `{shard}` leaves the checkpoint folder")));
+            return Err(invalid(format!(
+                "shard name `{shard}` leaves the checkpoint folder"
+            )));
         }
         let next = order.len();
         let slot = *order.entry(shard).or_insert(next);
-        shards.entry(slot).or_insert_with(|| (dir.join(shard), Vec::new())).1.push(tensor);
+        shards
+            .entry(slot)
+            .or_insert_with(|| (dir.join(shard), Vec::new()))
+            .1
+            .push(tensor);
     }
 
     let mut tensors = Vec::with_capacity(weight_map.len());
@@ -60,7 +69,12 @@ pub fn read_index(index: &Path) -> Result<Vec<TensorInfo>> {
                 tensor: absent.to_string(),
             });
         }
-        tensors.extend(header.tensors.into_iter().filter(|t| wanted.contains(t.name.as_str())));
+        tensors.extend(
+            header
+                .tensors
+                .into_iter()
+                .filter(|t| wanted.contains(t.name.as_str())),
+        );
     }
     Ok(tensors)
 }

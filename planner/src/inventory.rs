@@ -19,7 +19,7 @@ use crate::header::read_header;
 use crate::index::read_index;
 use crate::order::segment_rank;
 use crate::pattern::Pattern;
-use crate::source::{resolve, ModelFiles, SourceOptions};
+use crate::source::{ModelFiles, SourceOptions, resolve};
 use crate::tensor::TensorInfo;
 
 /// Options for taking an inventory.
@@ -36,7 +36,11 @@ pub struct InventoryOptions {
 
 impl Default for InventoryOptions {
     fn default() -> Self {
-        InventoryOptions { source: SourceOptions::default(), no_split: Vec::new(), default_no_split: true }
+        InventoryOptions {
+            source: SourceOptions::default(),
+            no_split: Vec::new(),
+            default_no_split: true,
+        }
     }
 }
 
@@ -143,8 +147,11 @@ impl Inventory {
         config: Option<ModelConfig>,
         opts: &InventoryOptions,
     ) -> Result<Inventory> {
-        let patterns =
-            opts.no_split.iter().map(|p| Pattern::new(p)).collect::<Result<Vec<Pattern>>>()?;
+        let patterns = opts
+            .no_split
+            .iter()
+            .map(|p| Pattern::new(p))
+            .collect::<Result<Vec<Pattern>>>()?;
         check_unique(&tensors)?;
         if let Some(config) = &config {
             add_config_ties(&mut tensors, config);
@@ -162,18 +169,34 @@ impl Inventory {
             for seg in &segments[..segments.len() - 1] {
                 node = node.child(seg);
             }
-            node.tensors.push((segments[segments.len() - 1].to_string(), i));
+            node.tensors
+                .push((segments[segments.len() - 1].to_string(), i));
         }
         let mut order = Vec::with_capacity(tensors.len());
-        let mut root = tree.into_module(String::new(), &mut order, &patterns, opts.default_no_split, false);
+        let mut root = tree.into_module(
+            String::new(),
+            &mut order,
+            &patterns,
+            opts.default_no_split,
+            false,
+        );
         let mut remap = vec![0usize; tensors.len()];
         for (new, &old) in order.iter().enumerate() {
             remap[old] = new;
         }
         renumber(&mut root, &remap);
         let mut slots: Vec<Option<TensorInfo>> = tensors.into_iter().map(Some).collect();
-        let tensors = order.iter().map(|&old| slots[old].take().expect("each tensor once")).collect();
-        Ok(Inventory { tensors, root, files: Vec::new(), config, auto_dtype })
+        let tensors = order
+            .iter()
+            .map(|&old| slots[old].take().expect("each tensor once"))
+            .collect();
+        Ok(Inventory {
+            tensors,
+            root,
+            files: Vec::new(),
+            config,
+            auto_dtype,
+        })
     }
 
     /// Bytes of one tensor once loaded with `dtype` requested (zero when tied).
@@ -199,7 +222,11 @@ impl Inventory {
 
     /// Number of parameters, tied tensors counted once.
     pub fn param_count(&self) -> u64 {
-        self.tensors.iter().filter(|t| t.tied_to.is_none()).map(TensorInfo::elems).sum()
+        self.tensors
+            .iter()
+            .filter(|t| t.tied_to.is_none())
+            .map(TensorInfo::elems)
+            .sum()
     }
 
     /// The index of the tensor called `name`.
@@ -225,10 +252,15 @@ impl Inventory {
             .as_ref()
             .and_then(|c| c.architecture().or(c.model_type()))
             .unwrap_or("unknown architecture");
+        let n = self.param_count() as f64;
+        let params = if n >= 1e9 {
+            format!("{:.3} B", n / 1e9)
+        } else {
+            format!("{:.2} M", n / 1e6)
+        };
         format!(
-            "{arch}: {} tensors, {:.3} B parameters",
-            self.tensors.len(),
-            self.param_count() as f64 / 1e9
+            "{arch}: {} tensors, {params} parameters",
+            self.tensors.len()
         )
     }
 }
@@ -260,11 +292,16 @@ fn add_config_ties(tensors: &mut Vec<TensorInfo>, config: &ModelConfig) {
         // Checkpoints of base classes drop the first segment (`wte.weight` for
         // `transformer.wte.weight`); try the owner as written, then without its prefix.
         let stripped = owner.split_once('.').map(|(_, rest)| rest.to_string());
-        let Some(owner) = [Some(owner.clone()), stripped].into_iter().flatten().find(|o| names.contains(o))
+        let Some(owner) = [Some(owner.clone()), stripped]
+            .into_iter()
+            .flatten()
+            .find(|o| names.contains(o))
         else {
             continue;
         };
-        let Some(owner_info) = tensors.iter().find(|t| t.name == owner).cloned() else { continue };
+        let Some(owner_info) = tensors.iter().find(|t| t.name == owner).cloned() else {
+            continue;
+        };
         match tensors.iter_mut().find(|t| t.name == tied) {
             Some(t) if t.shape == owner_info.shape && t.tied_to.is_none() => {
                 t.tied_to = Some(owner.clone())
@@ -322,11 +359,26 @@ impl Node {
             .children
             .into_iter()
             .map(|(seg, node)| {
-                let child = if path.is_empty() { seg } else { format!("{path}.{seg}") };
-                node.into_module(child, order, patterns, default_no_split, inside_unit || is_unit)
+                let child = if path.is_empty() {
+                    seg
+                } else {
+                    format!("{path}.{seg}")
+                };
+                node.into_module(
+                    child,
+                    order,
+                    patterns,
+                    default_no_split,
+                    inside_unit || is_unit,
+                )
             })
             .collect();
-        Module { path, tensors, children, no_split: is_unit }
+        Module {
+            path,
+            tensors,
+            children,
+            no_split: is_unit,
+        }
     }
 }
 

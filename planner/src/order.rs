@@ -17,7 +17,11 @@ pub(crate) fn segment_rank(segment: &str) -> (u32, u64) {
         "wte" | "wpe" | "shared" | "tok_embeddings" | "emb" | "embed" | "word_embeddings" => 0,
         _ if s.starts_with("embed") || s.contains("embedding") => 0,
         "project_in" | "layernorm_embedding" | "emb_ln" | "ln_emb" => 10,
-        "input_layernorm" | "ln_1" | "self_attn_layer_norm" | "attention_norm" | "norm1"
+        "input_layernorm"
+        | "ln_1"
+        | "self_attn_layer_norm"
+        | "attention_norm"
+        | "norm1"
         | "pre_attention_layernorm" => 20,
         "q_proj" | "q" | "query" | "q_a_proj" | "q_a_layernorm" | "q_b_proj" => 31,
         "k_proj" | "k" | "key" | "kv_a_proj_with_mqa" | "kv_a_layernorm" | "kv_b_proj" => 32,
@@ -26,9 +30,11 @@ pub(crate) fn segment_rank(segment: &str) -> (u32, u64) {
         "c_attn" => 30,
         "self_attn" | "attn" | "attention" | "selfattention" | "self_attention" | "mixer" => 30,
         "encoder" => 40,
-        "post_attention_layernorm" | "ln_2" | "ffn_norm" | "norm2" | "pre_feedforward_layernorm" => {
-            55
-        }
+        "post_attention_layernorm"
+        | "ln_2"
+        | "ffn_norm"
+        | "norm2"
+        | "pre_feedforward_layernorm" => 55,
         "gate" | "router" => 56,
         "mlp" | "feed_forward" | "block_sparse_moe" | "ffn" | "intermediate" | "densereludense" => {
             60
@@ -68,6 +74,9 @@ mod tests {
             sorted(vec!["lm_head", "norm", "layers", "embed_tokens"]),
             ["embed_tokens", "layers", "norm", "lm_head"]
         );
-        assert_eq!(sorted(vec!["decoder", "encoder", "shared"]), ["shared", "encoder", "decoder"]);
+        assert_eq!(
+            sorted(vec!["decoder", "encoder", "shared"]),
+            ["shared", "encoder", "decoder"]
+        );
     }
 }

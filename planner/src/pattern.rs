@@ -27,16 +27,27 @@ impl Pattern {
         }
         let segments: Vec<String> = p.split('.').map(str::to_string).collect();
         if segments.iter().any(String::is_empty) {
-            return Err(invalid("empty segment (two dots in a row, or a leading or trailing dot)"));
+            return Err(invalid(
+                "empty segment (two dots in a row, or a leading or trailing dot)",
+            ));
         }
-        Ok(Pattern { anywhere: segments.len() == 1 && segments[0] != "**", segments })
+        Ok(Pattern {
+            anywhere: segments.len() == 1 && segments[0] != "**",
+            segments,
+        })
     }
 
     /// Whether the module at `path` matches.
     pub fn matches(&self, path: &str) -> bool {
-        let parts: Vec<&str> = if path.is_empty() { Vec::new() } else { path.split('.').collect() };
+        let parts: Vec<&str> = if path.is_empty() {
+            Vec::new()
+        } else {
+            path.split('.').collect()
+        };
         if self.anywhere {
-            return parts.last().is_some_and(|last| glob(&self.segments[0], last));
+            return parts
+                .last()
+                .is_some_and(|last| glob(&self.segments[0], last));
         }
         match_segments(&self.segments, &parts)
     }
@@ -45,7 +56,9 @@ impl Pattern {
 fn match_segments(pat: &[String], parts: &[&str]) -> bool {
     match pat.split_first() {
         None => parts.is_empty(),
-        Some((p, rest)) if p == "**" => (0..=parts.len()).any(|k| match_segments(rest, &parts[k..])),
+        Some((p, rest)) if p == "**" => {
+            (0..=parts.len()).any(|k| match_segments(rest, &parts[k..]))
+        }
         Some((p, rest)) => {
             parts.first().is_some_and(|s| glob(p, s)) && match_segments(rest, &parts[1..])
         }

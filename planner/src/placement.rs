@@ -71,7 +71,10 @@ pub struct Plan {
 impl Plan {
     /// Bytes placed on `device`.
     pub fn used_on(&self, device: Device) -> u64 {
-        self.devices.iter().find(|d| d.device == device).map_or(0, |d| d.used_bytes)
+        self.devices
+            .iter()
+            .find(|d| d.device == device)
+            .map_or(0, |d| d.used_bytes)
     }
 
     /// Bytes not on a GPU (on cpu or disk) when there are GPUs; bytes on disk otherwise.
@@ -79,7 +82,13 @@ impl Plan {
         let has_gpu = self.devices.iter().any(|d| d.device.is_gpu());
         self.devices
             .iter()
-            .filter(|d| if has_gpu { !d.device.is_gpu() } else { d.device == Device::Disk })
+            .filter(|d| {
+                if has_gpu {
+                    !d.device.is_gpu()
+                } else {
+                    d.device == Device::Disk
+                }
+            })
             .map(|d| d.used_bytes)
             .sum()
     }
@@ -127,21 +136,38 @@ pub fn plan(inventory: &Inventory, budgets: &Budgets, opts: &PlanOptions) -> Res
         }
     }
     for unit in &mut units {
-        if unit.tensors.iter().all(|&i| inventory.tensors[i].tied_to.is_some()) {
-            if let Some(&first) = unit.tensors.first() {
-                unit.device = tensor_devices[first];
-            }
+        let all_tied = unit
+            .tensors
+            .iter()
+            .all(|&i| inventory.tensors[i].tied_to.is_some());
+        if all_tied && let Some(&first) = unit.tensors.first() {
+            unit.device = tensor_devices[first];
         }
     }
     let devices = budgets
         .devices()
         .into_iter()
-        .map(|device| DeviceUsage {
-            device,
-            name: budgets.name(device),
-            budget_bytes: budgets.get(device).unwrap_or(0),
-            used_bytes: units.iter().filter(|u| u.device == device).map(|u| u.bytes).sum(),
-            reserved_bytes: placed.reserved.iter().find(|(d, _)| *d == device).map_or(0, |r| r.1),
+        .map(|device| {
+            let budget_bytes = budgets.get(device).unwrap_or(0);
+            let used_bytes = units
+                .iter()
+                .filter(|u| u.device == device)
+                .map(|u| u.bytes)
+                .sum();
+            // A device smaller than the reserve keeps all it has left free, and no more.
+            let reserve = placed
+                .reserved
+                .iter()
+                .find(|(d, _)| *d == device)
+                .map_or(0, |r| r.1);
+            let reserved_bytes = reserve.min(budget_bytes.saturating_sub(used_bytes));
+            DeviceUsage {
+                device,
+                name: budgets.name(device),
+                budget_bytes,
+                used_bytes,
+                reserved_bytes,
+            }
         })
         .collect();
     Ok(Plan {

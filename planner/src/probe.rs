@@ -81,7 +81,12 @@ pub struct BudgetOverrides {
 /// Measures GPUs, RAM and the disk holding `offload_folder`.
 pub fn probe(offload_folder: &Path) -> Probe {
     let (gpus, gpu_note) = probe_gpus();
-    Probe { gpus, gpu_note, ram: probe_ram(), disk: probe_disk(offload_folder) }
+    Probe {
+        gpus,
+        gpu_note,
+        ram: probe_ram(),
+        disk: probe_disk(offload_folder),
+    }
 }
 
 impl Probe {
@@ -115,9 +120,18 @@ impl Probe {
         let gpus = self
             .gpus
             .iter()
-            .map(|g| GpuBudget { index: g.index, name: g.name.clone(), bytes: g.free_bytes, present: true })
+            .map(|g| GpuBudget {
+                index: g.index,
+                name: g.name.clone(),
+                bytes: g.free_bytes,
+                present: true,
+            })
             .collect();
-        let mut budgets = Budgets { gpus, cpu_bytes, disk_bytes };
+        let mut budgets = Budgets {
+            gpus,
+            cpu_bytes,
+            disk_bytes,
+        };
         if let Some(sizes) = &overrides.gpus {
             budgets = budgets.with_planned_gpus(sizes);
         }
@@ -131,12 +145,27 @@ fn probe_gpus() -> (Vec<GpuInfo>, Option<String>) {
     let nvml = match Nvml::init() {
         Ok(nvml) => nvml,
         Err(NvmlError::LibloadingError(e)) => {
-            return (Vec::new(), Some(format!("no NVIDIA driver found ({e}); planning for cpu and disk")));
+            return (
+                Vec::new(),
+                Some(format!(
+                    "no NVIDIA driver found ({e}); planning for cpu and disk"
+                )),
+            );
         }
         Err(NvmlError::DriverNotLoaded) => {
-            return (Vec::new(), Some("the NVIDIA driver is not loaded; planning for cpu and disk".into()));
+            return (
+                Vec::new(),
+                Some("the NVIDIA driver is not loaded; planning for cpu and disk".into()),
+            );
         }
-        Err(e) => return (Vec::new(), Some(format!("NVML failed to start ({e}); planning for cpu and disk"))),
+        Err(e) => {
+            return (
+                Vec::new(),
+                Some(format!(
+                    "NVML failed to start ({e}); planning for cpu and disk"
+                )),
+            );
+        }
     };
     let count = match nvml.device_count() {
         Ok(n) => n,
@@ -145,9 +174,16 @@ fn probe_gpus() -> (Vec<GpuInfo>, Option<String>) {
     let mut gpus = Vec::new();
     let mut notes = Vec::new();
     for index in 0..count {
-        let info = nvml.device_by_index(index).and_then(|d| Ok((d.name()?, d.memory_info()?)));
+        let info = nvml
+            .device_by_index(index)
+            .and_then(|d| Ok((d.name()?, d.memory_info()?)));
         match info {
-            Ok((name, mem)) => gpus.push(GpuInfo { index, name, total_bytes: mem.total, free_bytes: mem.free }),
+            Ok((name, mem)) => gpus.push(GpuInfo {
+                index,
+                name,
+                total_bytes: mem.total,
+                free_bytes: mem.free,
+            }),
             Err(e) => notes.push(format!("GPU {index} skipped: NVML could not read it ({e})")),
         }
     }
@@ -168,7 +204,11 @@ fn probe_ram() -> std::result::Result<RamInfo, String> {
         .cgroup_limits()
         .filter(|c| c.total_memory > 0 && c.total_memory < total_bytes)
         .map(|c| (c.total_memory, c.free_memory));
-    Ok(RamInfo { total_bytes, available_bytes: sys.available_memory(), cgroup })
+    Ok(RamInfo {
+        total_bytes,
+        available_bytes: sys.available_memory(),
+        cgroup,
+    })
 }
 
 fn probe_disk(folder: &Path) -> std::result::Result<DiskInfo, String> {
@@ -218,8 +258,14 @@ mod tests {
             ram: Err("no /proc".into()),
             disk: Err("gone".into()),
         };
-        let err = p.budgets(&BudgetOverrides::default()).unwrap_err().to_string();
-        assert!(err.contains("no /proc") && err.contains("--max-memory cpu="), "{err}");
+        let err = p
+            .budgets(&BudgetOverrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("no /proc") && err.contains("--max-memory cpu="),
+            "{err}"
+        );
         let o = BudgetOverrides {
             gpus: Some(vec![10]),
             max_memory: vec![(Device::Cpu, 5), (Device::Disk, 7)],

@@ -69,10 +69,17 @@ pub fn resolve(spec: &str, opts: &SourceOptions) -> Result<ModelFiles> {
             let (snapshot, tried) = find_snapshot(repo, rev);
             match snapshot {
                 Some(dir) => resolve_path(&dir, opts),
-                None => Err(Error::ModelNotFound { spec: spec.into(), repo: repo.into(), tried }),
+                None => Err(Error::ModelNotFound {
+                    spec: spec.into(),
+                    repo: repo.into(),
+                    tried,
+                }),
             }
         }
-        None => Err(Error::io(path, std::io::Error::from(std::io::ErrorKind::NotFound))),
+        None => Err(Error::io(
+            path,
+            std::io::Error::from(std::io::ErrorKind::NotFound),
+        )),
     }
 }
 
@@ -92,17 +99,31 @@ fn resolve_path(path: &Path, opts: &SourceOptions) -> Result<ModelFiles> {
     if name.ends_with(".json") {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
         if text.contains("\"weight_map\"") {
-            return Ok(ModelFiles::Sharded { index: path.into(), config: sibling_config() });
+            return Ok(ModelFiles::Sharded {
+                index: path.into(),
+                config: sibling_config(),
+            });
         }
-        return Ok(ModelFiles::ConfigOnly { config: path.into() });
+        return Ok(ModelFiles::ConfigOnly {
+            config: path.into(),
+        });
     }
-    Ok(ModelFiles::Single { weights: path.into(), config: sibling_config() })
+    Ok(ModelFiles::Single {
+        weights: path.into(),
+        config: sibling_config(),
+    })
 }
 
 fn resolve_dir(dir: &Path, variant: Option<&str>) -> Result<ModelFiles> {
     let (single, index) = match variant {
-        Some(v) => (format!("model.{v}.safetensors"), format!("model.safetensors.index.{v}.json")),
-        None => ("model.safetensors".to_string(), "model.safetensors.index.json".to_string()),
+        Some(v) => (
+            format!("model.{v}.safetensors"),
+            format!("model.safetensors.index.{v}.json"),
+        ),
+        None => (
+            "model.safetensors".to_string(),
+            "model.safetensors.index.json".to_string(),
+        ),
     };
     let config = dir.join("config.json");
     let config = config.is_file().then_some(config);
@@ -112,7 +133,10 @@ fn resolve_dir(dir: &Path, variant: Option<&str>) -> Result<ModelFiles> {
     }
     let single = dir.join(single);
     if single.is_file() {
-        return Ok(ModelFiles::Single { weights: single, config });
+        return Ok(ModelFiles::Single {
+            weights: single,
+            config,
+        });
     }
     let mut tried = vec![index, single];
     if variant.is_none() {
@@ -124,15 +148,28 @@ fn resolve_dir(dir: &Path, variant: Option<&str>) -> Result<ModelFiles> {
         found.sort();
         match found.len() {
             0 => tried.push(dir.join("*.safetensors")),
-            1 => return Ok(ModelFiles::Single { weights: found.remove(0), config }),
-            _ => return Err(Error::AmbiguousWeights { path: dir.into(), files: found }),
+            1 => {
+                return Ok(ModelFiles::Single {
+                    weights: found.remove(0),
+                    config,
+                });
+            }
+            _ => {
+                return Err(Error::AmbiguousWeights {
+                    path: dir.into(),
+                    files: found,
+                });
+            }
         }
     }
     match config {
         Some(config) => Ok(ModelFiles::ConfigOnly { config }),
         None => {
             tried.push(dir.join("config.json"));
-            Err(Error::NoWeights { path: dir.into(), tried })
+            Err(Error::NoWeights {
+                path: dir.into(),
+                tried,
+            })
         }
     }
 }
@@ -148,7 +185,8 @@ fn parse_repo_spec(spec: &str) -> Option<(&str, Option<&str>)> {
     let ok = |s: &str| {
         !s.is_empty()
             && !s.starts_with('.')
-            && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
     };
     match repo.split_once('/') {
         Some((org, name)) if ok(org) && ok(name) => Some((repo, rev)),
@@ -159,7 +197,11 @@ fn parse_repo_spec(spec: &str) -> Option<(&str, Option<&str>)> {
 
 /// Hugging Face cache roots, in the order transformers consults them.
 pub fn hub_cache_dirs() -> Vec<PathBuf> {
-    let var = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
+    let var = |k: &str| {
+        std::env::var_os(k)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
     if let Some(dir) = var("HF_HUB_CACHE") {
         return vec![dir];
     }
@@ -210,7 +252,10 @@ mod tests {
 
     #[test]
     fn repo_specs() {
-        assert_eq!(parse_repo_spec("meta-llama/Llama-3.1-8B"), Some(("meta-llama/Llama-3.1-8B", None)));
+        assert_eq!(
+            parse_repo_spec("meta-llama/Llama-3.1-8B"),
+            Some(("meta-llama/Llama-3.1-8B", None))
+        );
         assert_eq!(parse_repo_spec("gpt2@v1.0"), Some(("gpt2", Some("v1.0"))));
         assert_eq!(parse_repo_spec("a/b/c"), None);
         assert_eq!(parse_repo_spec("./x"), None);
@@ -223,7 +268,10 @@ mod tests {
         let err = resolve(dir.path().to_str().unwrap(), &SourceOptions::default()).unwrap_err();
         let msg = err.to_string();
         assert!(matches!(err, Error::NoWeights { .. }), "{msg}");
-        assert!(msg.contains("model.safetensors.index.json") && msg.contains("config.json"), "{msg}");
+        assert!(
+            msg.contains("model.safetensors.index.json") && msg.contains("config.json"),
+            "{msg}"
+        );
     }
 
     #[test]
@@ -231,11 +279,17 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("model.safetensors"), b"").unwrap();
         std::fs::write(dir.path().join("model.fp16.safetensors"), b"").unwrap();
-        let opts = SourceOptions { variant: Some("fp16".into()), ..Default::default() };
+        let opts = SourceOptions {
+            variant: Some("fp16".into()),
+            ..Default::default()
+        };
         let files = resolve(dir.path().to_str().unwrap(), &opts).unwrap();
         assert_eq!(
             files,
-            ModelFiles::Single { weights: dir.path().join("model.fp16.safetensors"), config: None }
+            ModelFiles::Single {
+                weights: dir.path().join("model.fp16.safetensors"),
+                config: None
+            }
         );
     }
 }

@@ -53,7 +53,10 @@ impl TensorInfo {
         if self.tied_to.is_some() {
             return 0;
         }
-        self.dtype.sized_as(target).bytes_for(self.elems()).unwrap_or(u64::MAX)
+        self.dtype
+            .sized_as(target)
+            .bytes_for(self.elems())
+            .unwrap_or(u64::MAX)
     }
 
     /// The module path holding this tensor: the name without its last segment (`""` at the root).

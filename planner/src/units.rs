@@ -16,13 +16,20 @@ use crate::error::{Error, Result};
 /// assert!(parse_size("10gb").is_err());
 /// ```
 pub fn parse_size(input: &str) -> Result<u64> {
-    let invalid = |reason: String| Error::InvalidSize { input: input.to_string(), reason };
+    let invalid = |reason: String| Error::InvalidSize {
+        input: input.to_string(),
+        reason,
+    };
     let s = input.trim();
-    let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
     let (number, unit) = s.split_at(split);
     let unit = unit.trim();
     if number.is_empty() {
-        return Err(invalid("expected a number followed by a unit, e.g. `20GiB`".into()));
+        return Err(invalid(
+            "expected a number followed by a unit, e.g. `20GiB`".into(),
+        ));
     }
     let factor: u64 = match unit {
         "" | "B" => 1,
@@ -48,9 +55,13 @@ pub fn parse_size(input: &str) -> Result<u64> {
         }
     };
     if let Ok(n) = number.parse::<u64>() {
-        return n.checked_mul(factor).ok_or_else(|| invalid("too large".into()));
+        return n
+            .checked_mul(factor)
+            .ok_or_else(|| invalid("too large".into()));
     }
-    let x: f64 = number.parse().map_err(|_| invalid(format!("`{number}` is not a number")))?;
+    let x: f64 = number
+        .parse()
+        .map_err(|_| invalid(format!("`{number}` is not a number")))?;
     let bytes = (x * factor as f64).round();
     if !bytes.is_finite() || bytes >= u64::MAX as f64 {
         return Err(invalid("too large".into()));

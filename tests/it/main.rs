@@ -1,1 +1,8 @@
-fn main(){}
+//! Integration tests: real safetensors files written to temp folders, and the real `stowage`
+//! binary run on them.
+
+mod bad_input;
+mod cli;
+mod fixtures;
+mod hub;
+mod inventory;

@@ -4,9 +4,9 @@
 pub(crate) mod sequential;
 
 use crate::device::Device;
+use crate::dtype::DType;
 use crate::inventory::{Inventory, Module};
 use crate::placement::Unit;
-use crate::dtype::DType;
 
 /// Units and reserves chosen by a strategy.
 pub(crate) struct Placed {
@@ -62,11 +62,21 @@ impl<'a> Entry<'a> {
     }
 
     pub fn unit(self, inv: &Inventory, dtype: Option<DType>, device: Device) -> Unit {
-        Unit { path: self.path(inv), tensors: self.tensors(), bytes: self.bytes(inv, dtype), device }
+        Unit {
+            path: self.path(inv),
+            tensors: self.tensors(),
+            bytes: self.bytes(inv, dtype),
+            device,
+        }
     }
 }
 
 /// The top-level entries of an inventory: the root's parts.
 pub(crate) fn top_level(inv: &Inventory) -> Vec<Entry<'_>> {
-    Entry::Module(&inv.root).split().unwrap_or_else(|| vec![Entry::Module(&inv.root)])
+    Entry::Module(&inv.root)
+        .split()
+        .unwrap_or_else(|| vec![Entry::Module(&inv.root)])
 }
+
+#[cfg(test)]
+mod tests;

@@ -10,7 +10,7 @@
 
 use std::collections::VecDeque;
 
-use super::{top_level, Entry, Placed};
+use super::{Entry, Placed, top_level};
 use crate::budget::Budgets;
 use crate::device::Device;
 use crate::dtype::DType;
@@ -26,9 +26,18 @@ pub(crate) fn place(inv: &Inventory, budgets: &Budgets, dtype: Option<DType>) ->
         let reserves = [(first_gpu, reserve_gpu), (Some(Device::Cpu), reserve_cpu)];
         let units = fill(inv, budgets, dtype, &devices, &reserves)?;
         let largest = |pred: &dyn Fn(Device) -> bool| {
-            units.iter().filter(|u| pred(u.device)).map(|u| u.bytes).max().unwrap_or(0)
+            units
+                .iter()
+                .filter(|u| pred(u.device))
+                .map(|u| u.bytes)
+                .max()
+                .unwrap_or(0)
         };
-        let need_gpu = if first_gpu.is_some() { largest(&|d| !d.is_gpu()) } else { 0 };
+        let need_gpu = if first_gpu.is_some() {
+            largest(&|d| !d.is_gpu())
+        } else {
+            0
+        };
         let need_cpu = largest(&|d| d == Device::Disk);
         if need_gpu <= reserve_gpu && need_cpu <= reserve_cpu {
             let reserved = reserves
@@ -52,7 +61,11 @@ fn fill(
     reserves: &[(Option<Device>, u64)],
 ) -> Result<Vec<Unit>> {
     let room = |d: Device| {
-        let reserve: u64 = reserves.iter().filter(|(r, _)| *r == Some(d)).map(|r| r.1).sum();
+        let reserve: u64 = reserves
+            .iter()
+            .filter(|(r, _)| *r == Some(d))
+            .map(|r| r.1)
+            .sum();
         budgets.get(d).unwrap_or(0).saturating_sub(reserve)
     };
     let mut queue: VecDeque<Entry> = top_level(inv).into();

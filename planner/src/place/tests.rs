@@ -1,0 +1,184 @@
+//! Property tests of the invariants every strategy keeps.
+
+use proptest::prelude::*;
+
+use crate::budget::Budgets;
+use crate::device::Device;
+use crate::dtype::DType;
+use crate::inventory::{Inventory, InventoryOptions};
+use crate::placement::{Plan, PlanOptions, plan};
+use crate::tensor::{TensorInfo, TensorSource};
+
+fn tensor(name: String, elems: u64, dtype: DType) -> TensorInfo {
+    TensorInfo {
+        name,
+        dtype,
+        shape: vec![elems],
+        source: TensorSource::Config,
+        tied_to: None,
+    }
+}
+
+/// A decoder-like model: embedding, `layers` blocks of two or three tensors, norm, head
+/// (tied to the embedding or not), with sizes drawn at random.
+fn model() -> impl Strategy<Value = Inventory> {
+    (
+        1u64..400,
+        proptest::collection::vec((1u64..300, 1u64..300, 0u64..50), 1..12),
+        1u64..20,
+        any::<bool>(),
+        any::<bool>(),
+    )
+        .prop_map(|(embed, layers, norm, tied, bf16)| {
+            let dt = if bf16 { DType::BF16 } else { DType::F32 };
+            let mut t = vec![tensor("model.embed_tokens.weight".into(), embed, dt)];
+            for (i, &(a, b, c)) in layers.iter().enumerate() {
+                t.push(tensor(format!("model.layers.{i}.attn.weight"), a, dt));
+                t.push(tensor(format!("model.layers.{i}.mlp.weight"), b, dt));
+                if c > 0 {
+                    t.push(tensor(format!("model.layers.{i}.mlp.ids"), c, DType::I64));
+                }
+            }
+            t.push(tensor("model.norm.weight".into(), norm, dt));
+            let mut head = tensor("lm_head.weight".into(), embed, dt);
+            if tied {
+                head.tied_to = Some("model.embed_tokens.weight".into());
+            }
+            t.push(head);
+            Inventory::from_tensors(t, None, &InventoryOptions::default()).unwrap()
+        })
+}
+
+fn budgets() -> impl Strategy<Value = Budgets> {
+    (
+        proptest::collection::vec(0u64..3000, 0..4),
+        0u64..4000,
+        2000u64..20000,
+    )
+        .prop_map(|(gpus, cpu, disk)| {
+            Budgets {
+                gpus: Vec::new(),
+                cpu_bytes: cpu,
+                disk_bytes: disk,
+            }
+            .with_planned_gpus(&gpus)
+        })
+}
+
+fn check_invariants(inv: &Inventory, budgets: &Budgets, p: &Plan) {
+    // Every tensor placed exactly once.
+    let mut seen = vec![0u32; inv.tensors.len()];
+    for u in &p.units {
+        for &i in &u.tensors {
+            seen[i] += 1;
+        }
+    }
+    assert!(seen.iter().all(|&n| n == 1), "placed counts {seen:?}");
+    // No device over budget, reserve included.
+    for d in &p.devices {
+        assert!(d.used_bytes + d.reserved_bytes <= d.budget_bytes, "{d:?}");
+        assert_eq!(Some(d.budget_bytes), budgets.get(d.device));
+    }
+    assert_eq!(
+        p.devices.iter().map(|d| d.used_bytes).sum::<u64>(),
+        p.total_bytes
+    );
+    // No-split units whole.
+    inv.root.walk(&mut |m| {
+        if m.no_split {
+            let devs: Vec<Device> = m
+                .all_tensors()
+                .iter()
+                .map(|&i| p.tensor_devices[i])
+                .collect();
+            assert!(
+                devs.windows(2).all(|w| w[0] == w[1]),
+                "{} split: {devs:?}",
+                m.path
+            );
+        }
+    });
+    // Tied tensors with their owner.
+    for (i, t) in inv.tensors.iter().enumerate() {
+        if let Some(owner) = &t.tied_to {
+            assert_eq!(
+                p.tensor_devices[i],
+                p.tensor_devices[inv.find(owner).unwrap()]
+            );
+        }
+    }
+    // The device map covers every tensor with its device.
+    let map = p.device_map(inv);
+    for (i, t) in inv.tensors.iter().enumerate() {
+        assert_eq!(
+            map.device_of(&t.name),
+            Some(p.tensor_devices[i]),
+            "{}",
+            t.name
+        );
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(200))]
+
+    #[test]
+    fn sequential_keeps_invariants(inv in model(), budgets in budgets(), narrow in any::<bool>()) {
+        let opts = PlanOptions { dtype: narrow.then_some(DType::F16), ..Default::default() };
+        if let Ok(p) = plan(&inv, &budgets, &opts) {
+            check_invariants(&inv, &budgets, &p);
+        }
+    }
+
+    #[test]
+    fn more_memory_never_means_more_offload(
+        inv in model(), budgets in budgets(), which in 0usize..5, extra in 1u64..2000,
+    ) {
+        let opts = PlanOptions::default();
+        let Ok(before) = plan(&inv, &budgets, &opts) else { return Ok(()) };
+        let mut bigger = budgets.clone();
+        match which {
+            0 => bigger.cpu_bytes += extra,
+            1 => bigger.disk_bytes += extra,
+            k => match bigger.gpus.get_mut(k - 2) {
+                Some(g) => g.bytes += extra,
+                None => bigger.cpu_bytes += extra,
+            },
+        }
+        let after = plan(&inv, &bigger, &opts).expect("a plan that fit still fits with more memory");
+        prop_assert!(after.offloaded_bytes() <= before.offloaded_bytes(),
+            "offload grew from {} to {}", before.offloaded_bytes(), after.offloaded_bytes());
+        prop_assert!(after.used_on(Device::Disk) <= before.used_on(Device::Disk));
+    }
+}
+
+#[test]
+fn reserve_only_when_something_is_offloaded() {
+    let t = |n: &str| tensor(n.into(), 100, DType::F32);
+    let names = ["e.weight", "layers.0.w", "layers.1.w", "head.weight"];
+    let inv =
+        Inventory::from_tensors(names.map(t).to_vec(), None, &InventoryOptions::default()).unwrap();
+    let fits = Budgets {
+        gpus: Vec::new(),
+        cpu_bytes: 0,
+        disk_bytes: 0,
+    }
+    .with_planned_gpus(&[1600]);
+    let p = plan(&inv, &fits, &PlanOptions::default()).unwrap();
+    assert_eq!(p.devices[0].reserved_bytes, 0);
+    assert_eq!(
+        p.offloaded_bytes(),
+        0,
+        "exactly fits: Accelerate would have offloaded here"
+    );
+    let tight = Budgets {
+        gpus: Vec::new(),
+        cpu_bytes: 1000,
+        disk_bytes: 0,
+    }
+    .with_planned_gpus(&[1500]);
+    let p = plan(&inv, &tight, &PlanOptions::default()).unwrap();
+    assert_eq!(p.devices[0].reserved_bytes, 400);
+    assert_eq!(p.devices[0].used_bytes, 800);
+    assert_eq!(p.used_on(Device::Cpu), 800);
+}
