@@ -390,3 +390,57 @@ fn renumber(m: &mut Module, remap: &[usize]) {
         renumber(c, remap);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::*;
+
+    /// The sequence of placement atoms (no-split units, and the two-segment modules of
+    /// tensors outside any unit), with consecutive repeats removed.
+    fn atoms(names: &[&str], units: &[&str]) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for n in names {
+            let module = n.split('.').take(2).collect::<Vec<_>>().join(".");
+            let key = units
+                .iter()
+                .find(|u| n.starts_with(&format!("{u}.")))
+                .map_or(module, |u| u.to_string());
+            if out.last() != Some(&key) {
+                out.push(key);
+            }
+        }
+        out
+    }
+
+    /// Recovering execution order from names alone agrees, at the level placement works on,
+    /// with the exact order each architecture's expansion gives, for every shipped config.
+    #[test]
+    fn name_order_matches_every_architecture() {
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../configs");
+        let mut checked = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let config = ModelConfig::from_file(&path).unwrap();
+            let expanded = arch::expand(&config, None).unwrap();
+            let exact: Vec<&str> = expanded.iter().map(|t| t.name.as_str()).collect();
+            // Shuffle deterministically (reverse, then alphabetical, as headers list them).
+            let mut shuffled = expanded.clone();
+            shuffled.sort_by(|a, b| a.name.cmp(&b.name));
+            let inv = Inventory::from_tensors(shuffled, Some(config), &InventoryOptions::default())
+                .unwrap();
+            let got: Vec<&str> = inv.tensors.iter().map(|t| t.name.as_str()).collect();
+            let units = inv.no_split_units();
+            assert!(!units.is_empty(), "{path:?} has no blocks");
+            assert_eq!(
+                atoms(&got, &units),
+                atoms(&exact, &units),
+                "{}",
+                path.display()
+            );
+            checked += 1;
+        }
+        assert!(checked >= 10, "only {checked} configs found");
+    }
+}

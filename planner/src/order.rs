@@ -14,8 +14,11 @@ pub(crate) fn segment_rank(segment: &str) -> (u32, u64) {
     }
     let s = segment.to_ascii_lowercase();
     let rank = match s.as_str() {
-        "wte" | "wpe" | "shared" | "tok_embeddings" | "emb" | "embed" | "word_embeddings" => 0,
-        _ if s.starts_with("embed") || s.contains("embedding") => 0,
+        "wte" | "shared" | "tok_embeddings" | "emb" | "embed" | "word_embeddings"
+        | "embed_tokens" | "embed_in" => 0,
+        "wpe" | "embed_positions" | "position_embeddings" => 1,
+        "token_type_embeddings" => 2,
+        _ if s.starts_with("embed") || s.contains("embedding") => 3,
         "project_in" | "layernorm_embedding" | "emb_ln" | "ln_emb" => 10,
         "input_layernorm"
         | "ln_1"

@@ -69,7 +69,7 @@ pub struct Probe {
     pub disk: std::result::Result<DiskInfo, String>,
 }
 
-/// User overrides of measured budgets (see [`crate::budget`]).
+/// User overrides of measured budgets (`--max-memory`, `--gpus`; see [`Budgets`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct BudgetOverrides {
     /// `--gpus`: plan for GPUs of these sizes instead of the ones present.

@@ -170,13 +170,18 @@ fn no_gpu_is_said_plainly() {
     );
     let out = stowage(&["plan", s(dir.path())]);
     assert!(out.status.success());
-    // This machine has no NVIDIA driver in CI; on a GPU machine there is no note.
     if std::path::Path::new("/proc/driver/nvidia").exists() {
-        return;
+        // On a GPU machine the measured GPU 0 is planned, with its driver's name.
+        let table = stdout(&out);
+        assert!(
+            table.contains("│ 0 ") && !table.contains("planned GPU"),
+            "{table}"
+        );
+    } else {
+        assert!(
+            stderr(&out).contains("planning for cpu and disk"),
+            "{}",
+            stderr(&out)
+        );
     }
-    assert!(
-        stderr(&out).contains("planning for cpu and disk"),
-        "{}",
-        stderr(&out)
-    );
 }
