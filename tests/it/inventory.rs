@@ -140,3 +140,67 @@ fn user_no_split_patterns() {
     };
     assert!(Inventory::from_spec(s(&path), &opts).is_err());
 }
+
+#[test]
+fn gpt2_checkpoint_without_prefix_ties_head_to_wte() {
+    // openai-community/gpt2 stores `wte.weight`, not `transformer.wte.weight`, and no head.
+    let dir = tempfile::tempdir().unwrap();
+    let t = |n: &str, s: &[usize]| (n.to_string(), Dtype::F32, s.to_vec());
+    let tensors = vec![
+        t("wte.weight", &[64, 16]),
+        t("wpe.weight", &[32, 16]),
+        t("h.0.ln_1.weight", &[16]),
+        t("h.0.attn.c_attn.weight", &[16, 48]),
+        t("ln_f.weight", &[16]),
+    ];
+    write_safetensors(&p(dir.path(), "model.safetensors"), &tensors);
+    std::fs::write(
+        p(dir.path(), "config.json"),
+        r#"{"model_type":"gpt2","architectures":["GPT2LMHeadModel"],"n_embd":16,"n_layer":1,"n_head":2,"vocab_size":64,"n_positions":32}"#,
+    )
+    .unwrap();
+    let inv = Inventory::from_spec(s(dir.path()), &InventoryOptions::default()).unwrap();
+    let head = &inv.tensors[inv.find("lm_head.weight").expect("head added as a tie")];
+    assert_eq!(head.tied_to.as_deref(), Some("wte.weight"));
+    assert_eq!(names(&inv)[..2], ["wte.weight", "wpe.weight"]);
+    assert_eq!(*names(&inv).last().unwrap(), "lm_head.weight");
+    assert_eq!(inv.no_split_units(), ["h.0"]);
+}
+
+#[test]
+fn t5_embed_tokens_stored_twice_count_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = |n: &str, s: &[usize]| (n.to_string(), Dtype::F32, s.to_vec());
+    let tensors = vec![
+        t("shared.weight", &[64, 8]),
+        t("encoder.embed_tokens.weight", &[64, 8]),
+        t("encoder.block.0.layer.0.layer_norm.weight", &[8]),
+        t("encoder.final_layer_norm.weight", &[8]),
+        t("decoder.embed_tokens.weight", &[64, 8]),
+        t("decoder.block.0.layer.0.layer_norm.weight", &[8]),
+        t("decoder.final_layer_norm.weight", &[8]),
+    ];
+    write_safetensors(&p(dir.path(), "model.safetensors"), &tensors);
+    std::fs::write(
+        p(dir.path(), "config.json"),
+        r#"{"model_type":"t5","architectures":["T5ForConditionalGeneration"],"d_model":8,"d_kv":4,"d_ff":16,"num_layers":1,"num_heads":2,"vocab_size":64}"#,
+    )
+    .unwrap();
+    let inv = Inventory::from_spec(s(dir.path()), &InventoryOptions::default()).unwrap();
+    for name in [
+        "encoder.embed_tokens.weight",
+        "decoder.embed_tokens.weight",
+        "lm_head.weight",
+    ] {
+        let t = &inv.tensors[inv.find(name).unwrap()];
+        assert_eq!(t.tied_to.as_deref(), Some("shared.weight"), "{name}");
+    }
+    // 64×8 counted once, plus four norms of 8, in f32.
+    assert_eq!(inv.total_bytes(None), (64 * 8 + 4 * 8) * 4);
+    let n = names(&inv);
+    let pos = |x: &str| n.iter().position(|y| *y == x).unwrap();
+    assert!(pos("shared.weight") < pos("encoder.block.0.layer.0.layer_norm.weight"));
+    assert!(
+        pos("encoder.final_layer_norm.weight") < pos("decoder.block.0.layer.0.layer_norm.weight")
+    );
+}
