@@ -10,7 +10,7 @@ pub mod builtin;
 
 pub use stowage_planner as planner;
 pub use stowage_planner::{
-    BudgetOverrides, Budgets, DType, Device, DeviceMap, Error, Inventory, InventoryOptions,
-    ModelConfig, Plan, PlanOptions, Probe, Strategy, format_bytes, parse_gpus, parse_max_memory,
-    parse_size, plan, probe,
+    BudgetOverrides, Budgets, Compat, DType, Device, DeviceMap, Error, Inventory, InventoryOptions,
+    ModelConfig, OffloadOrder, Plan, PlanOptions, Probe, Strategy, format_bytes, parse_gpus,
+    parse_max_memory, parse_size, plan, probe,
 };

@@ -67,6 +67,17 @@ impl Budgets {
         }
     }
 
+    /// A label for messages: `GPU 0 (NVIDIA H100 80GB HBM3)`, `cpu`, `disk`.
+    pub fn label(&self, device: Device) -> String {
+        match device {
+            Device::Gpu(i) => match self.gpus.iter().find(|g| g.index == i) {
+                Some(g) if g.present => format!("GPU {i} ({})", g.name),
+                _ => format!("GPU {i}"),
+            },
+            other => other.to_string(),
+        }
+    }
+
     /// Replaces the GPUs with planned ones of the given sizes (`--gpus`).
     pub fn with_planned_gpus(mut self, sizes: &[u64]) -> Budgets {
         self.gpus = sizes

@@ -268,6 +268,88 @@ pub enum Error {
         hint: String,
     },
 
+    /// An explicit device map leaves a tensor without a device.
+    #[error(
+        "the device map covers no entry for tensor `{tensor}`; add `{module}` (or a prefix of it, or \"\" for everything)"
+    )]
+    MapIncomplete {
+        /// The uncovered tensor.
+        tensor: String,
+        /// Its module, the entry to add.
+        module: String,
+    },
+
+    /// An explicit device map names a module or tensor the model does not have.
+    #[error("the device map names `{entry}`, which is no module or tensor of this model")]
+    MapUnknownEntry {
+        /// The entry.
+        entry: String,
+    },
+
+    /// An explicit device map puts parts of a no-split unit on different devices.
+    #[error("the device map splits no-split unit `{unit}` over {devices}; map it to one device")]
+    MapSplitsUnit {
+        /// The unit.
+        unit: String,
+        /// The devices it is spread over.
+        devices: String,
+    },
+
+    /// An explicit device map separates a tied tensor from its owner.
+    #[error(
+        "the device map puts `{tensor}` on {device} but the tensor it is tied to, `{owner}`, on {owner_device}; tied tensors share storage and must be on one device"
+    )]
+    MapSeparatesTie {
+        /// The tied tensor.
+        tensor: String,
+        /// Where the map puts it.
+        device: String,
+        /// Its owner.
+        owner: String,
+        /// Where the map puts the owner.
+        owner_device: String,
+    },
+
+    /// An explicit device map puts more on a device than its budget.
+    #[error("the device map puts {} on {device} (weights {}, run-time room {}) but its budget is {}", crate::units::format_bytes(*needed), crate::units::format_bytes(*weights), crate::units::format_bytes(needed - weights), crate::units::format_bytes(*budget))]
+    MapOverBudget {
+        /// The device.
+        device: String,
+        /// Everything the map commits there.
+        needed: u64,
+        /// Of which weights.
+        weights: u64,
+        /// The device's budget.
+        budget: u64,
+    },
+
+    /// A device map names a device the budgets do not have.
+    #[error(
+        "the device map uses device {device}, which has no budget; add one with --max-memory {device}=SIZE or --gpus"
+    )]
+    MapUnknownDevice {
+        /// The device.
+        device: String,
+    },
+
+    /// A device map or saved plan could not be read.
+    #[error("invalid device map{}: {reason}", path.as_ref().map(|p| format!(" `{}`", p.display())).unwrap_or_default())]
+    MapInvalid {
+        /// The file, when read from one.
+        path: Option<PathBuf>,
+        /// What is wrong.
+        reason: String,
+    },
+
+    /// A combination of options stowage does not support.
+    #[error("{what} is not supported{hint}")]
+    Unsupported {
+        /// What was asked for.
+        what: String,
+        /// How to get something close, starting with `; `.
+        hint: String,
+    },
+
     /// A unit does not fit on any device, disk included.
     #[error("`{unit}` does not fit: it needs {} but no device has that much left (largest free: {} on {device}); raise a budget with --max-memory (e.g. --max-memory disk=1TiB) or free space", crate::units::format_bytes(*needed), crate::units::format_bytes(*available))]
     DoesNotFit {

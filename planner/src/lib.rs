@@ -22,10 +22,11 @@
 //! let inventory = Inventory::from_spec(path.to_str().unwrap(), &InventoryOptions::default())?;
 //! assert_eq!(inventory.no_split_units(), ["layers.0", "layers.1"]);
 //!
-//! // ... and place it on one planned 64-byte GPU, then the CPU.
+//! // ... and place it on one planned 64-byte GPU, then the CPU, with no run-time reserve.
 //! let budgets = Budgets { gpus: vec![], cpu_bytes: 1 << 20, disk_bytes: 0 }
 //!     .with_max_memory(&[(Device::Gpu(0), 64)]);
-//! let plan = plan(&inventory, &budgets, &PlanOptions::default())?;
+//! let opts = PlanOptions { runtime: RuntimeOptions::off(), ..Default::default() };
+//! let plan = plan(&inventory, &budgets, &opts)?;
 //! let map = plan.device_map(&inventory);
 //! assert_eq!(map.device_of("embed.weight"), Some(Device::Gpu(0)));
 //! assert_eq!(map.device_of("layers.1.w"), Some(Device::Cpu));
@@ -48,11 +49,13 @@ mod error;
 mod header;
 mod index;
 mod inventory;
+mod names;
 mod order;
 mod pattern;
 mod place;
 mod placement;
 mod probe;
+mod runtime;
 mod source;
 mod strategy;
 mod tensor;
@@ -66,10 +69,12 @@ pub use error::{Error, Result};
 pub use header::{Header, MAX_HEADER_BYTES, read_header};
 pub use index::read_index;
 pub use inventory::{BLOCK_CONTAINERS, Inventory, InventoryOptions, Module};
+pub use names::summarize_names;
 pub use pattern::Pattern;
 pub use placement::{DeviceUsage, Plan, PlanOptions, Unit, plan};
 pub use probe::{BudgetOverrides, DiskInfo, GpuInfo, Probe, RamInfo, probe};
+pub use runtime::{RuntimeCosts, RuntimeOptions};
 pub use source::{ModelFiles, SourceOptions, hub_cache_dirs, resolve};
-pub use strategy::Strategy;
+pub use strategy::{Compat, OffloadOrder, Strategy};
 pub use tensor::{TensorInfo, TensorSource};
 pub use units::{format_bytes, parse_size};

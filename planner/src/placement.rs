@@ -9,8 +9,9 @@ use crate::device_map::DeviceMap;
 use crate::dtype::DType;
 use crate::error::Result;
 use crate::inventory::Inventory;
-use crate::place;
-use crate::strategy::Strategy;
+use crate::place::{self, Ctx};
+use crate::runtime::{RuntimeCosts, RuntimeOptions};
+use crate::strategy::{Compat, OffloadOrder, Strategy};
 
 /// What to plan for.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -20,6 +21,16 @@ pub struct PlanOptions {
     /// The dtype to size floating tensors with (see [`DType::sized_as`]); `None` means `auto`:
     /// the inventory's [`Inventory::auto_dtype`].
     pub dtype: Option<DType>,
+    /// Whose semantics to follow: stowage's (default) or Accelerate's, quirks included.
+    pub compat: Compat,
+    /// Which units leave the GPUs first when the model does not fit on them
+    /// ([`Strategy::Optimal`] only).
+    pub offload_order: OffloadOrder,
+    /// Run-time room to keep: KV cache, activations, GPU overhead. Ignored (all zero) with
+    /// [`Compat::Accelerate`].
+    pub runtime: RuntimeOptions,
+    /// An explicit device map to check and use instead of a strategy.
+    pub device_map: Option<DeviceMap>,
 }
 
 /// A placed unit: a module placed whole, or a single tensor.
@@ -29,13 +40,15 @@ pub struct Unit {
     pub path: String,
     /// Indices into [`Inventory::tensors`].
     pub tensors: Vec<usize>,
-    /// Bytes it takes (tied tensors count zero).
+    /// Bytes of weights it takes (tied tensors count zero).
     pub bytes: u64,
+    /// Bytes of KV cache its layers need where it runs (zero on disk: see [`DeviceUsage`]).
+    pub kv_bytes: u64,
     /// Where it goes.
     pub device: Device,
 }
 
-/// How one device is used by a plan.
+/// How one device is used by a plan: its budget and the line items that add up to it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeviceUsage {
     /// The device.
@@ -44,16 +57,40 @@ pub struct DeviceUsage {
     pub name: String,
     /// Its budget.
     pub budget_bytes: u64,
-    /// Bytes placed on it.
+    /// Weights placed on it.
     pub used_bytes: u64,
-    /// Room kept free to bring in the largest offloaded unit at run time (GPU 0, and cpu when
-    /// disk is used); zero when nothing is offloaded.
+    /// KV cache of the layers on it (on cpu, also that of the layers on disk).
+    pub kv_cache_bytes: u64,
+    /// Peak activations (GPUs holding weights; cpu when there is no GPU).
+    pub activation_bytes: u64,
+    /// CUDA context and allocator slack (GPUs holding weights).
+    pub overhead_bytes: u64,
+    /// Room kept free to bring in the largest offloaded unit (the execution device, and cpu
+    /// when disk is used); zero when nothing is offloaded.
     pub reserved_bytes: u64,
+}
+
+impl DeviceUsage {
+    /// Budget left after every line item.
+    pub fn free_bytes(&self) -> u64 {
+        self.budget_bytes.saturating_sub(self.committed_bytes())
+    }
+
+    /// Everything the plan commits on this device.
+    pub fn committed_bytes(&self) -> u64 {
+        self.used_bytes
+            + self.kv_cache_bytes
+            + self.activation_bytes
+            + self.overhead_bytes
+            + self.reserved_bytes
+    }
 }
 
 /// The result of [`plan`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Plan {
+    /// The options it was made with (`dtype` resolved).
+    pub options: PlanOptions,
     /// The strategy used.
     pub strategy: Strategy,
     /// The dtype tensors were sized with (`None`: as stored).
@@ -64,12 +101,16 @@ pub struct Plan {
     pub devices: Vec<DeviceUsage>,
     /// The device of each tensor of the inventory, by index.
     pub tensor_devices: Vec<Device>,
-    /// Bytes of the whole model.
+    /// Bytes of the whole model's weights.
     pub total_bytes: u64,
+    /// One line per decision a user could question (`--explain`).
+    pub decisions: Vec<String>,
+    /// Things the user should know about the plan (e.g. no run-time reserve computed).
+    pub notes: Vec<String>,
 }
 
 impl Plan {
-    /// Bytes placed on `device`.
+    /// Bytes of weights placed on `device`.
     pub fn used_on(&self, device: Device) -> u64 {
         self.devices
             .iter()
@@ -93,6 +134,20 @@ impl Plan {
             .sum()
     }
 
+    /// The largest load on a GPU (weights and KV cache) relative to the room it had for
+    /// them (budget less overhead, activations and reserve); 0 with no GPU.
+    pub fn max_gpu_load(&self) -> f64 {
+        self.devices
+            .iter()
+            .filter(|d| d.device.is_gpu() && d.used_bytes > 0)
+            .map(|d| {
+                let room =
+                    d.budget_bytes - d.activation_bytes - d.overhead_bytes - d.reserved_bytes;
+                (d.used_bytes + d.kv_cache_bytes) as f64 / room.max(1) as f64
+            })
+            .fold(0.0, f64::max)
+    }
+
     /// The Hugging Face `device_map`, merged to the coarsest modules lying wholly on one device.
     pub fn device_map(&self, inventory: &Inventory) -> DeviceMap {
         DeviceMap::from_tensor_devices(inventory, &self.tensor_devices)
@@ -111,7 +166,12 @@ impl Plan {
 /// let inv = Inventory::from_tensors(names.map(t).to_vec(), None, &Default::default())?;
 /// let budgets = Budgets { gpus: vec![], cpu_bytes: 4096, disk_bytes: 1 << 20 }
 ///     .with_max_memory(&[(Device::Gpu(0), 2048)]);
-/// let plan = plan(&inv, &budgets, &PlanOptions::default())?;
+/// let opts = PlanOptions {
+///     strategy: Strategy::Sequential,
+///     runtime: RuntimeOptions::off(),
+///     ..Default::default()
+/// };
+/// let plan = plan(&inv, &budgets, &opts)?;
 /// let map = plan.device_map(&inv);
 /// assert_eq!(map.get("embed"), Some(Device::Gpu(0)));
 /// assert_eq!(map.get("head"), Some(Device::Cpu));
@@ -119,8 +179,29 @@ impl Plan {
 /// ```
 pub fn plan(inventory: &Inventory, budgets: &Budgets, opts: &PlanOptions) -> Result<Plan> {
     let dtype = opts.dtype.or(inventory.auto_dtype);
-    let placed = match opts.strategy {
-        Strategy::Sequential => place::sequential::place(inventory, budgets, dtype)?,
+    let mut options = opts.clone();
+    options.dtype = dtype;
+    if opts.compat == Compat::Accelerate {
+        options.runtime = RuntimeOptions::off();
+    }
+    let runtime = RuntimeCosts::estimate(inventory, dtype, &options.runtime);
+    let ctx = Ctx {
+        inv: inventory,
+        budgets,
+        dtype,
+        runtime: &runtime,
+    };
+    let placed = match (opts.compat, opts.strategy) {
+        _ if opts.device_map.is_some() => {
+            place::explicit::place(&ctx, opts.device_map.as_ref().expect("checked"))?
+        }
+        (Compat::Accelerate, strategy) => {
+            place::accelerate::place(inventory, budgets, dtype, strategy)?
+        }
+        (Compat::Stowage, Strategy::Sequential) => place::sequential::place(&ctx)?,
+        (Compat::Stowage, Strategy::Balanced) => place::balanced::place(&ctx, false)?,
+        (Compat::Stowage, Strategy::BalancedLow0) => place::balanced::place(&ctx, true)?,
+        (Compat::Stowage, Strategy::Optimal) => place::optimal::place(&ctx, opts.offload_order)?,
     };
     let mut tensor_devices = vec![Device::Disk; inventory.tensors.len()];
     for unit in &placed.units {
@@ -143,39 +224,82 @@ pub fn plan(inventory: &Inventory, budgets: &Budgets, opts: &PlanOptions) -> Res
         if all_tied && let Some(&first) = unit.tensors.first() {
             unit.device = tensor_devices[first];
         }
+        unit.kv_bytes = runtime.kv_under(&unit.path);
     }
+    let has_gpu = !budgets.gpus.is_empty();
     let devices = budgets
         .devices()
         .into_iter()
         .map(|device| {
             let budget_bytes = budgets.get(device).unwrap_or(0);
-            let used_bytes = units
-                .iter()
-                .filter(|u| u.device == device)
-                .map(|u| u.bytes)
-                .sum();
-            // A device smaller than the reserve keeps all it has left free, and no more.
+            let here = || units.iter().filter(|u| u.device == device);
+            let used_bytes: u64 = here().map(|u| u.bytes).sum();
+            let mut kv_cache_bytes: u64 = match device {
+                Device::Disk => 0,
+                _ => here().map(|u| u.kv_bytes).sum(),
+            };
             let reserve = placed
                 .reserved
                 .iter()
                 .find(|(d, _)| *d == device)
                 .map_or(0, |r| r.1);
-            let reserved_bytes = reserve.min(budget_bytes.saturating_sub(used_bytes));
+            if device == Device::Cpu {
+                // The KV cache of layers on disk lives in RAM; it is part of cpu's reserve.
+                let disk_kv: u64 = units
+                    .iter()
+                    .filter(|u| u.device == Device::Disk)
+                    .map(|u| u.kv_bytes)
+                    .sum();
+                kv_cache_bytes += disk_kv;
+            }
+            let disk_kv_in_reserve = if device == Device::Cpu {
+                units
+                    .iter()
+                    .filter(|u| u.device == Device::Disk)
+                    .map(|u| u.kv_bytes)
+                    .sum()
+            } else {
+                0
+            };
+            let busy = used_bytes > 0 || reserve > 0;
+            let (activation_bytes, overhead_bytes) = match device {
+                Device::Gpu(_) if busy => (runtime.activation_bytes, runtime.gpu_overhead_bytes),
+                Device::Cpu if !has_gpu && busy => (runtime.activation_bytes, 0),
+                _ => (0, 0),
+            };
+            // Line items are clamped to the budget: a device smaller than its reserves holds
+            // nothing and keeps all it has.
+            let mut left = budget_bytes.saturating_sub(used_bytes + kv_cache_bytes);
+            let mut take = |x: u64| {
+                let t = x.min(left);
+                left -= t;
+                t
+            };
+            let activation_bytes = take(activation_bytes);
+            let overhead_bytes = take(overhead_bytes);
+            let reserved_bytes = take(reserve.saturating_sub(disk_kv_in_reserve));
             DeviceUsage {
                 device,
                 name: budgets.name(device),
                 budget_bytes,
                 used_bytes,
+                kv_cache_bytes,
+                activation_bytes,
+                overhead_bytes,
                 reserved_bytes,
             }
         })
         .collect();
+    let notes = runtime.note.iter().cloned().collect();
     Ok(Plan {
+        options,
         strategy: opts.strategy,
         dtype,
         units,
         devices,
         tensor_devices,
         total_bytes: inventory.total_bytes(dtype),
+        decisions: placed.decisions,
+        notes,
     })
 }

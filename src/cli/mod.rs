@@ -1,6 +1,8 @@
 //! Argument parsing and dispatch for the `stowage` binary.
 
+mod diff;
 mod plan;
+mod saved;
 mod table;
 
 use std::process::ExitCode;
@@ -36,7 +38,21 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Compute a device map for a model and print it as a table or as JSON
-    Plan(plan::PlanArgs),
+    Plan(Box<plan::PlanArgs>),
+    /// Show what changes between two plans saved with `stowage plan --json`
+    Diff(DiffFiles),
+}
+
+/// Arguments of `stowage diff`.
+#[derive(clap::Args, Debug)]
+pub struct DiffFiles {
+    /// The first plan (`stowage plan --json > a.json`)
+    a: std::path::PathBuf,
+    /// The second plan
+    b: std::path::PathBuf,
+    /// Print the differences as JSON
+    #[arg(long)]
+    json: bool,
 }
 
 /// When to use colour.
@@ -85,7 +101,20 @@ pub fn run() -> anyhow::Result<ExitCode> {
         color,
     };
     match cli.command {
-        Command::Plan(args) => plan::run(args, out),
+        Command::Plan(args) => plan::run(*args, out),
+        Command::Diff(files) => {
+            let read = |p: &std::path::Path| -> anyhow::Result<serde_json::Value> {
+                let text = std::fs::read_to_string(p)
+                    .map_err(|e| anyhow::anyhow!("cannot read `{}`: {e}", p.display()))?;
+                serde_json::from_str(&text).map_err(|e| {
+                    anyhow::anyhow!("`{}` is not a plan saved with --json: {e}", p.display())
+                })
+            };
+            let (a, b) = (read(&files.a)?, read(&files.b)?);
+            let mut stdout = std::io::stdout().lock();
+            diff::write_diff(&mut stdout, &a, &b, files.json)?;
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 

@@ -4,13 +4,18 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Context;
-use clap::{Args, ValueEnum};
+use anyhow::{Context, bail};
+use clap::{Args, Parser, ValueEnum};
+use serde_json::Value;
 use stowage::builtin;
-use stowage::planner::{InventoryOptions, SourceOptions};
-use stowage::{BudgetOverrides, DType, Inventory, PlanOptions, Strategy};
+use stowage::planner::{InventoryOptions, RuntimeOptions, SourceOptions};
+use stowage::{
+    BudgetOverrides, Budgets, Compat, DType, Device, DeviceMap, Inventory, OffloadOrder,
+    PlanOptions, Strategy,
+};
 
 use super::Output;
+use super::saved::{budgets_from_json, options_from_json};
 
 const PLAN_HELP: &str = "\
 MODEL is one of:
@@ -20,36 +25,55 @@ MODEL is one of:
   builtin:NAME for a shipped config: llama-3-8b, llama-3-70b, mixtral-8x7b, kimi-k2
 With no MODEL, plans builtin:llama-3-8b against this machine.
 
-Strategy sequential: fill GPU 0, then GPU 1, ..., then cpu, then disk, in execution order.
-A module that does not fit is split into its children; a no-split unit (numbered blocks
-such as layers.N, h.N, block.N, experts.N, and --no-split patterns) moves on to the next
-device. When anything is offloaded, room for the largest offloaded unit stays free on GPU 0
-(and on cpu when disk is used); when nothing is, nothing is reserved.
+Strategies (units are the no-split blocks - layers.N, h.N, block.N, experts.N, --no-split
+patterns - and the tensors outside them, in execution order):
+  sequential      fill GPU 0, then GPU 1, ..., then cpu, then disk; a module that does not
+                  fit is split into its children, a no-split unit that does not fit moves the
+                  fill to the next device.
+  balanced, auto  every GPU but the last is capped at total / GPUs + the largest unit, the
+                  last keeps its full budget, then the sequential fill.
+  balanced_low_0  the same over GPUs 1..n; GPU 0 only gets what does not fit on them.
+  optimal         the contiguous split over the GPUs minimising the fullest GPU's load
+                  relative to its room (exact dynamic programming); when the model does not
+                  fit, the fewest units leave the GPUs, in --offload-order, for cpu then disk.
+Every strategy keeps room for the run: the KV cache of each layer where it sits
+(batch x max-seq-len x keys and values per token), peak activations and --gpu-overhead on
+each GPU. When anything is offloaded, room for the largest offloaded unit stays free on
+GPU 0 (and on cpu when disk is used); when nothing is, nothing is reserved.
+--compat accelerate reproduces Accelerate's infer_auto_device_map instead, quirks included,
+with no run-time room.
 
 Sizes: GiB/MiB/KiB are powers of 2, GB/MB/KB/TB powers of 10, bare numbers are bytes.
 
 Examples:
   stowage plan
-  stowage plan builtin:llama-3-70b --gpus 2x24GiB --max-memory cpu=64GiB
-  stowage plan ./Llama-3-8B --max-memory 0=10GiB --max-memory 1=10GiB --json
-  stowage plan meta-llama/Meta-Llama-3-8B@main --max-memory '{\"0\":\"20GiB\",\"cpu\":\"64GiB\"}'
+  stowage plan builtin:llama-3-70b --gpus 2x24GiB --max-memory cpu=64GiB --explain
+  stowage plan builtin:llama-3-70b --gpus 2x48GiB --diff '--gpus 3x48GiB'
+  stowage plan ./Llama-3-8B --max-memory 0=10GiB --max-memory 1=10GiB --json > plan.json
+  stowage plan --plan plan.json
+  stowage plan org/model@main --max-memory '{\"0\":\"20GiB\",\"cpu\":\"64GiB\"}'
 
 Exit codes: 0 a plan was found, 1 error (including a model that does not fit), 2 usage.";
 
 /// Arguments of `stowage plan`.
-#[derive(Args, Debug)]
+#[derive(Args, Debug, Clone, Default)]
 #[command(after_help = PLAN_HELP)]
 pub struct PlanArgs {
     /// The model: a path, ORG/NAME[@REV] in the HF cache, or builtin:NAME
     model: Option<String>,
 
-    /// Placement strategy
-    #[arg(long, value_enum, default_value_t = StrategyArg::Sequential)]
-    strategy: StrategyArg,
+    /// Placement strategy [default: auto]
+    #[arg(long, value_enum)]
+    strategy: Option<StrategyArg>,
 
-    /// dtype to size floating tensors with (auto: config's torch_dtype, else the checkpoint's)
-    #[arg(long, value_enum, default_value_t = DTypeArg::Auto)]
-    dtype: DTypeArg,
+    /// Whose semantics to follow [default: stowage]
+    #[arg(long, value_enum)]
+    compat: Option<CompatArg>,
+
+    /// dtype to size floating tensors with [default: auto: config's torch_dtype, else the
+    /// checkpoint's first floating dtype]
+    #[arg(long, value_enum)]
+    dtype: Option<DTypeArg>,
 
     /// Budget of a device, DEVICE=SIZE (0=20GiB, cpu=64GiB, disk=500GB) or a JSON object;
     /// repeatable; a GPU index not present adds a planned GPU
@@ -67,6 +91,35 @@ pub struct PlanArgs {
     /// Extra no-split module pattern (`*` within a segment, `**` across segments); repeatable
     #[arg(long = "no-split", value_name = "PATTERN")]
     no_split: Vec<String>,
+
+    /// Longest sequence to keep a KV cache and activations for; 0 turns them off [default: 4096]
+    #[arg(long, value_name = "TOKENS")]
+    max_seq_len: Option<u64>,
+
+    /// Sequences run at once [default: 1]
+    #[arg(long, value_name = "N")]
+    batch: Option<u64>,
+
+    /// Room kept on each GPU for the CUDA context and allocator slack [default: 512MiB]
+    #[arg(long, value_name = "SIZE")]
+    gpu_overhead: Option<String>,
+
+    /// Which units leave the GPUs first with --strategy optimal [default: last]
+    #[arg(long, value_enum)]
+    offload_order: Option<OffloadOrderArg>,
+
+    /// Use this device map instead of a strategy: cpu, 0, disk, a JSON object, or a file
+    /// holding a map or a saved `--json` plan (whose budgets and options are reused)
+    #[arg(long, value_name = "MAP", visible_alias = "plan")]
+    device_map: Option<String>,
+
+    /// Print one reason per decision a user could question
+    #[arg(long)]
+    explain: bool,
+
+    /// Also plan with these extra options and show what changes, e.g. '--gpus 3x24GiB'
+    #[arg(long, value_name = "OPTIONS", allow_hyphen_values = true)]
+    diff: Option<String>,
 
     /// Revision for ORG/NAME models (branch, tag or commit)
     #[arg(long)]
@@ -87,8 +140,25 @@ pub struct PlanArgs {
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum StrategyArg {
+    /// Alias of balanced, as in Accelerate
+    Auto,
+    /// Even shares over the GPUs, the last GPU keeping its full budget, then cpu, then disk
+    Balanced,
+    /// Like balanced over GPUs 1..n; GPU 0 only gets what does not fit on them
+    #[value(name = "balanced_low_0", alias = "balanced-low-0")]
+    BalancedLow0,
     /// Fill devices in order: GPU 0, GPU 1, ..., cpu, disk
     Sequential,
+    /// Contiguous split minimising the largest relative GPU load, computed exactly
+    Optimal,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum CompatArg {
+    /// Stowage's own rules
+    Stowage,
+    /// Reproduce Accelerate 1.x's infer_auto_device_map, quirks included
+    Accelerate,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -103,7 +173,110 @@ enum DTypeArg {
     Bf16,
 }
 
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum OffloadOrderArg {
+    /// The head, then the last layers
+    Last,
+    /// Routed experts (last layer first) before any whole layer
+    ExpertsFirst,
+}
+
+/// Parses the `--diff` string as more `stowage plan` options.
+#[derive(Parser, Debug)]
+#[command(name = "--diff", no_binary_name = true)]
+struct DiffArgs {
+    #[command(flatten)]
+    args: PlanArgs,
+}
+
+/// A plan with everything needed to print it.
+pub struct Planned {
+    spec: String,
+    inventory: Inventory,
+    plan: stowage::Plan,
+    budgets: Budgets,
+}
+
 pub fn run(args: PlanArgs, out: Output) -> anyhow::Result<ExitCode> {
+    let base = make_plan(&args, out)?;
+    let mut stdout = std::io::stdout().lock();
+    if let Some(extra) = &args.diff {
+        let words = split_words(extra)?;
+        let diff = DiffArgs::try_parse_from(&words)
+            .with_context(|| format!("cannot read --diff options `{extra}`"))?;
+        let other = make_plan(&args.merged_with(diff.args), Output { quiet: true, ..out })?;
+        let a = super::table::plan_json(&base.spec, &base.inventory, &base.plan, &base.budgets);
+        let b = super::table::plan_json(&other.spec, &other.inventory, &other.plan, &other.budgets);
+        super::diff::write_diff(&mut stdout, &a, &b, args.json)?;
+    } else if args.json {
+        let value = super::table::plan_json(&base.spec, &base.inventory, &base.plan, &base.budgets);
+        serde_json::to_writer_pretty(&mut stdout, &value)?;
+        writeln!(stdout)?;
+    } else {
+        super::table::write_plan(
+            &mut stdout,
+            &base.spec,
+            &base.inventory,
+            &base.plan,
+            out.color,
+        )?;
+        if args.explain {
+            super::table::write_explanation(&mut stdout, &base.plan)?;
+        }
+    }
+    stdout.flush()?;
+    Ok(ExitCode::SUCCESS)
+}
+
+impl PlanArgs {
+    /// These options with `more` on top: options `more` sets win, lists are extended.
+    fn merged_with(&self, more: PlanArgs) -> PlanArgs {
+        let mut m = self.clone();
+        macro_rules! take {
+            ($($f:ident),*) => { $( if more.$f.is_some() { m.$f = more.$f; } )* };
+        }
+        take!(
+            model,
+            strategy,
+            compat,
+            dtype,
+            gpus,
+            offload_folder,
+            max_seq_len,
+            batch
+        );
+        take!(
+            gpu_overhead,
+            offload_order,
+            device_map,
+            revision,
+            subfolder,
+            variant
+        );
+        m.max_memory.extend(more.max_memory);
+        m.no_split.extend(more.no_split);
+        m.diff = None;
+        m
+    }
+}
+
+fn make_plan(args: &PlanArgs, out: Output) -> anyhow::Result<Planned> {
+    // A saved plan supplies the model, budgets and options it was made with.
+    let (map, saved) = match &args.device_map {
+        Some(spec) => read_device_map(spec)?,
+        None => (None, None),
+    };
+    let saved_str = |k: &str| {
+        saved
+            .as_ref()
+            .and_then(|s| s.get(k))
+            .and_then(Value::as_str)
+    };
+    let spec = args
+        .model
+        .clone()
+        .or_else(|| saved_str("model").map(str::to_string))
+        .unwrap_or_else(|| format!("{}{}", builtin::PREFIX, builtin::DEFAULT));
     let opts = InventoryOptions {
         source: SourceOptions {
             revision: args.revision.clone(),
@@ -113,10 +286,6 @@ pub fn run(args: PlanArgs, out: Output) -> anyhow::Result<ExitCode> {
         no_split: args.no_split.clone(),
         ..InventoryOptions::default()
     };
-    let spec = args
-        .model
-        .clone()
-        .unwrap_or_else(|| format!("{}{}", builtin::PREFIX, builtin::DEFAULT));
     let inventory = load_inventory(&spec, &opts)?;
     tracing::info!("{}", inventory.describe());
 
@@ -127,41 +296,153 @@ pub fn run(args: PlanArgs, out: Output) -> anyhow::Result<ExitCode> {
     for m in &args.max_memory {
         overrides.max_memory.extend(stowage::parse_max_memory(m)?);
     }
-    let offload_folder = args
-        .offload_folder
-        .clone()
-        .unwrap_or_else(|| std::env::temp_dir().join("stowage-offload"));
-    let probe = stowage::probe(&offload_folder);
-    if overrides.gpus.is_none()
-        && !overrides.max_memory.iter().any(|(d, _)| d.is_gpu())
-        && let Some(note) = &probe.gpu_note
+    let budgets = match saved.as_ref().and_then(|s| s.get("budgets")) {
+        Some(b) => {
+            let b = budgets_from_json(b)?;
+            let b = match &overrides.gpus {
+                Some(sizes) => b.with_planned_gpus(sizes),
+                None => b,
+            };
+            b.with_max_memory(&overrides.max_memory)
+        }
+        None => {
+            let folder = args
+                .offload_folder
+                .clone()
+                .unwrap_or_else(|| std::env::temp_dir().join("stowage-offload"));
+            let probe = stowage::probe(&folder);
+            if overrides.gpus.is_none()
+                && !overrides.max_memory.iter().any(|(d, _)| d.is_gpu())
+                && let Some(note) = &probe.gpu_note
+            {
+                out.note(note);
+            }
+            probe.budgets(&overrides)?
+        }
+    };
+
+    let mut options = match saved.as_ref().and_then(|s| s.get("options")) {
+        Some(o) => options_from_json(o)?,
+        None => PlanOptions::default(),
+    };
+    if let Some(s) = args.strategy {
+        options.strategy = match s {
+            StrategyArg::Auto | StrategyArg::Balanced => Strategy::Balanced,
+            StrategyArg::BalancedLow0 => Strategy::BalancedLow0,
+            StrategyArg::Sequential => Strategy::Sequential,
+            StrategyArg::Optimal => Strategy::Optimal,
+        };
+    }
+    if let Some(c) = args.compat {
+        options.compat = match c {
+            CompatArg::Stowage => Compat::Stowage,
+            CompatArg::Accelerate => Compat::Accelerate,
+        };
+    }
+    if let Some(d) = args.dtype {
+        options.dtype = match d {
+            DTypeArg::Auto => None,
+            DTypeArg::F32 => Some(DType::F32),
+            DTypeArg::F16 => Some(DType::F16),
+            DTypeArg::Bf16 => Some(DType::BF16),
+        };
+    }
+    if let Some(o) = args.offload_order {
+        options.offload_order = match o {
+            OffloadOrderArg::Last => OffloadOrder::Last,
+            OffloadOrderArg::ExpertsFirst => OffloadOrder::ExpertsFirst,
+        };
+    }
+    let runtime: &mut RuntimeOptions = &mut options.runtime;
+    if let Some(n) = args.max_seq_len {
+        runtime.max_seq_len = n;
+    }
+    if let Some(b) = args.batch {
+        runtime.batch = b;
+    }
+    if let Some(o) = &args.gpu_overhead {
+        runtime.gpu_overhead_bytes = stowage::parse_size(o)?;
+    }
+    if options.offload_order == OffloadOrder::ExpertsFirst && options.strategy != Strategy::Optimal
     {
+        bail!("--offload-order experts-first needs --strategy optimal");
+    }
+    options.device_map = map;
+
+    let plan = stowage::plan(&inventory, &budgets, &options)
+        .with_context(|| format!("cannot place `{spec}`"))?;
+    for note in &plan.notes {
         out.note(note);
     }
-    let budgets = probe.budgets(&overrides)?;
+    Ok(Planned {
+        spec,
+        inventory,
+        plan,
+        budgets,
+    })
+}
 
-    let dtype = match args.dtype {
-        DTypeArg::Auto => None,
-        DTypeArg::F32 => Some(DType::F32),
-        DTypeArg::F16 => Some(DType::F16),
-        DTypeArg::Bf16 => Some(DType::BF16),
-    };
-    let strategy = match args.strategy {
-        StrategyArg::Sequential => Strategy::Sequential,
-    };
-    let plan = stowage::plan(&inventory, &budgets, &PlanOptions { strategy, dtype })
-        .with_context(|| format!("cannot place `{spec}`"))?;
-
-    let mut stdout = std::io::stdout().lock();
-    if args.json {
-        let value = super::table::plan_json(&spec, &inventory, &plan);
-        serde_json::to_writer_pretty(&mut stdout, &value)?;
-        writeln!(stdout)?;
-    } else {
-        super::table::write_plan(&mut stdout, &spec, &inventory, &plan, out.color)?;
+/// Reads `--device-map`: a device, a JSON object, or a file with a map or a saved plan (then
+/// also returned whole, for its model, budgets and options).
+fn read_device_map(spec: &str) -> anyhow::Result<(Option<DeviceMap>, Option<Value>)> {
+    if let Ok(device) = spec.parse::<Device>() {
+        return Ok((Some(DeviceMap::single(device)), None));
     }
-    stdout.flush()?;
-    Ok(ExitCode::SUCCESS)
+    let (value, path): (Value, Option<PathBuf>) = if spec.trim_start().starts_with('{') {
+        (
+            serde_json::from_str(spec).context("--device-map is not valid JSON")?,
+            None,
+        )
+    } else {
+        let path = PathBuf::from(spec);
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("cannot read device map `{}`", path.display()))?;
+        let value = serde_json::from_str(&text)
+            .with_context(|| format!("`{}` is not valid JSON", path.display()))?;
+        (value, Some(path))
+    };
+    match value.get("device_map") {
+        Some(map) => {
+            let map = DeviceMap::from_json(map, path.as_deref())?;
+            Ok((Some(map), Some(value)))
+        }
+        None => Ok((Some(DeviceMap::from_json(&value, path.as_deref())?), None)),
+    }
+}
+
+/// Splits a `--diff` string into words, honouring single and double quotes.
+fn split_words(s: &str) -> anyhow::Result<Vec<String>> {
+    let mut words = Vec::new();
+    let mut word = String::new();
+    let mut quote: Option<char> = None;
+    let mut in_word = false;
+    for c in s.chars() {
+        match (quote, c) {
+            (Some(q), c) if c == q => quote = None,
+            (Some(_), c) => word.push(c),
+            (None, '\'' | '"') => {
+                quote = Some(c);
+                in_word = true;
+            }
+            (None, c) if c.is_whitespace() => {
+                if in_word {
+                    words.push(std::mem::take(&mut word));
+                    in_word = false;
+                }
+            }
+            (None, c) => {
+                word.push(c);
+                in_word = true;
+            }
+        }
+    }
+    if quote.is_some() {
+        bail!("unclosed quote in --diff `{s}`");
+    }
+    if in_word {
+        words.push(word);
+    }
+    Ok(words)
 }
 
 fn load_inventory(spec: &str, opts: &InventoryOptions) -> anyhow::Result<Inventory> {
@@ -175,4 +456,22 @@ fn load_inventory(spec: &str, opts: &InventoryOptions) -> anyhow::Result<Invento
         return Ok(Inventory::from_config(config, opts)?);
     }
     Ok(Inventory::from_spec(spec, opts)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn words() {
+        assert_eq!(
+            split_words("--gpus 3x24GiB").unwrap(),
+            ["--gpus", "3x24GiB"]
+        );
+        assert_eq!(
+            split_words(r#"--max-memory '{"0": "1GiB"}' --dtype f16"#).unwrap(),
+            ["--max-memory", r#"{"0": "1GiB"}"#, "--dtype", "f16"]
+        );
+        assert!(split_words("--x 'open").is_err());
+    }
 }

@@ -5,10 +5,13 @@ use std::io::Write;
 use comfy_table::{Cell, CellAlignment, Color, Table, presets::UTF8_FULL_CONDENSED};
 use serde_json::{Value, json};
 use stowage::planner::Unit;
-use stowage::{Device, Inventory, Plan, format_bytes};
+use stowage::planner::summarize_names;
+use stowage::{Budgets, Device, Inventory, Plan, format_bytes};
 
-/// The plan as one JSON object.
-pub fn plan_json(spec: &str, inventory: &Inventory, plan: &Plan) -> Value {
+use super::saved::{budgets_json, options_json};
+
+/// The plan as one JSON object: enough to print it again, diff it, or load it with `--plan`.
+pub fn plan_json(spec: &str, inventory: &Inventory, plan: &Plan, budgets: &Budgets) -> Value {
     let devices: Vec<Value> = plan
         .devices
         .iter()
@@ -18,14 +21,25 @@ pub fn plan_json(spec: &str, inventory: &Inventory, plan: &Plan) -> Value {
                 "name": d.name,
                 "budget_bytes": d.budget_bytes,
                 "used_bytes": d.used_bytes,
+                "kv_cache_bytes": d.kv_cache_bytes,
+                "activation_bytes": d.activation_bytes,
+                "overhead_bytes": d.overhead_bytes,
                 "reserved_bytes": d.reserved_bytes,
+                "free_bytes": d.free_bytes(),
             })
         })
         .collect();
     let units: Vec<Value> = plan
         .units
         .iter()
-        .map(|u| json!({ "name": u.path, "bytes": u.bytes, "device": u.device.to_json() }))
+        .map(|u| {
+            json!({
+                "name": u.path,
+                "bytes": u.bytes,
+                "kv_cache_bytes": u.kv_bytes,
+                "device": u.device.to_json(),
+            })
+        })
         .collect();
     json!({
         "model": spec,
@@ -37,12 +51,25 @@ pub fn plan_json(spec: &str, inventory: &Inventory, plan: &Plan) -> Value {
         "offloaded_bytes": plan.offloaded_bytes(),
         "device_map": plan.device_map(inventory).to_json(),
         "devices": devices,
+        "budgets": budgets_json(budgets),
+        "options": options_json(&plan.options),
         "no_split": inventory.no_split_units(),
         "units": units,
+        "decisions": plan.decisions,
+        "notes": plan.notes,
     })
 }
 
-/// The plan as a table, one row per device, plus totals.
+fn bytes_cell(b: u64) -> Cell {
+    let text = if b == 0 {
+        "-".to_string()
+    } else {
+        format_bytes(b)
+    };
+    Cell::new(text).set_alignment(CellAlignment::Right)
+}
+
+/// The plan as a table, one row per device with its line items, plus totals.
 pub fn write_plan(
     w: &mut impl Write,
     spec: &str,
@@ -54,12 +81,20 @@ pub fn write_plan(
         .dtype
         .map_or("as stored".to_string(), |d| d.as_str().to_ascii_lowercase());
     writeln!(w, "{spec}: {}", inventory.describe())?;
+    let rt = &plan.options.runtime;
+    let runtime = if plan.options.device_map.is_some() {
+        "explicit device map".to_string()
+    } else {
+        format!("strategy {}", plan.strategy)
+    };
     writeln!(
         w,
-        "strategy {}, dtype {dtype}, {} in {} units",
-        plan.strategy,
+        "{runtime}, dtype {dtype}, {} of weights in {} units; run-time room for batch {} × {} tokens, GPU overhead {}",
         format_bytes(plan.total_bytes),
-        plan.units.len()
+        plan.units.len(),
+        rt.batch,
+        rt.max_seq_len,
+        format_bytes(rt.gpu_overhead_bytes),
     )?;
     let mut table = Table::new();
     table.load_preset(UTF8_FULL_CONDENSED);
@@ -67,41 +102,36 @@ pub fn write_plan(
         table.force_no_tty();
     }
     table.set_header([
-        "device", "name", "budget", "planned", "used", "reserved", "modules",
+        "device",
+        "name",
+        "budget",
+        "weights",
+        "kv cache",
+        "activations",
+        "overhead",
+        "reserve",
+        "free",
+        "modules",
     ]);
     for d in &plan.devices {
         let units: Vec<&Unit> = plan.units.iter().filter(|u| u.device == d.device).collect();
         if d.used_bytes == 0 && units.is_empty() && d.device == Device::Disk {
             continue;
         }
-        let pct = if d.budget_bytes == 0 {
-            if d.used_bytes == 0 {
-                "-".to_string()
-            } else {
-                "over".to_string()
-            }
-        } else {
-            format!(
-                "{:.1}%",
-                100.0 * d.used_bytes as f64 / d.budget_bytes as f64
-            )
-        };
-        let mut used = Cell::new(pct).set_alignment(CellAlignment::Right);
+        let mut weights = bytes_cell(d.used_bytes);
         if color && d.used_bytes > 0 && !d.device.is_gpu() {
-            used = used.fg(Color::Yellow);
+            weights = weights.fg(Color::Yellow);
         }
         table.add_row(vec![
             Cell::new(d.device.to_string()),
             Cell::new(&d.name),
             Cell::new(format_bytes(d.budget_bytes)).set_alignment(CellAlignment::Right),
-            Cell::new(format_bytes(d.used_bytes)).set_alignment(CellAlignment::Right),
-            used,
-            Cell::new(if d.reserved_bytes > 0 {
-                format_bytes(d.reserved_bytes)
-            } else {
-                "-".into()
-            })
-            .set_alignment(CellAlignment::Right),
+            weights,
+            bytes_cell(d.kv_cache_bytes),
+            bytes_cell(d.activation_bytes),
+            bytes_cell(d.overhead_bytes),
+            bytes_cell(d.reserved_bytes),
+            Cell::new(format_bytes(d.free_bytes())).set_alignment(CellAlignment::Right),
             Cell::new(summarize(&units)),
         ]);
     }
@@ -162,47 +192,30 @@ pub fn write_plan(
     Ok(())
 }
 
-/// Compresses unit names: consecutive numbered siblings become one range
-/// (`model.layers.0–17`), and long lists are cut with a count.
-fn summarize(units: &[&Unit]) -> String {
-    const MAX: usize = 6;
-    let mut parts: Vec<String> = Vec::new();
-    let mut run: Option<(String, u64, u64)> = None;
-    let flush = |run: &mut Option<(String, u64, u64)>, parts: &mut Vec<String>| {
-        if let Some((prefix, a, b)) = run.take() {
-            parts.push(if a == b {
-                format!("{prefix}.{a}")
-            } else {
-                format!("{prefix}.{a}–{b}")
-            });
-        }
-    };
-    for u in units {
-        let numbered = u
-            .path
-            .rsplit_once('.')
-            .and_then(|(p, n)| Some((p, n.parse::<u64>().ok()?)));
-        match (numbered, &mut run) {
-            (Some((p, n)), Some((rp, _, b))) if p == rp && n == *b + 1 => *b = n,
-            (Some((p, n)), _) => {
-                flush(&mut run, &mut parts);
-                run = Some((p.to_string(), n, n));
-            }
-            (None, _) => {
-                flush(&mut run, &mut parts);
-                parts.push(u.path.clone());
-            }
-        }
+/// `--explain`: one line per decision.
+pub fn write_explanation(w: &mut impl Write, plan: &Plan) -> std::io::Result<()> {
+    writeln!(w, "why:")?;
+    if plan.decisions.is_empty() {
+        writeln!(
+            w,
+            "  everything fit where the fill started; nothing to explain"
+        )?;
     }
-    flush(&mut run, &mut parts);
-    if parts.len() > MAX {
-        let more = parts.len() - MAX;
-        parts.truncate(MAX);
-        parts.push(format!("… (+{more} more)"));
+    for d in &plan.decisions {
+        writeln!(w, "  {d}")?;
     }
-    if parts.is_empty() {
-        "-".into()
-    } else {
-        parts.join(", ")
+    for d in plan.devices.iter().filter(|d| d.reserved_bytes > 0) {
+        writeln!(
+            w,
+            "  {} keeps {} free to bring in the largest offloaded unit",
+            d.device,
+            format_bytes(d.reserved_bytes)
+        )?;
     }
+    Ok(())
+}
+
+/// Compresses unit names (see [`summarize_names`]).
+pub fn summarize(units: &[&Unit]) -> String {
+    summarize_names(units.iter().map(|u| u.path.as_str()))
 }

@@ -41,6 +41,10 @@ fn sharded_llama_over_two_gpus_cpu_and_disk() {
         "--strategy",
         "sequential",
         "--json",
+        "--max-seq-len",
+        "0",
+        "--gpu-overhead",
+        "0",
     ]);
     let v = json(&out);
     let map = v["device_map"].as_object().unwrap();
@@ -123,6 +127,10 @@ fn table_names_devices_and_layer_ranges() {
         "400KiB",
         "--max-memory",
         "cpu=100MiB",
+        "--gpu-overhead",
+        "0",
+        "--strategy",
+        "sequential",
     ]);
     assert!(out.status.success(), "{}", stderr(&out));
     let table = stdout(&out);

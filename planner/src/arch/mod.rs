@@ -36,6 +36,7 @@ mod gpt2;
 mod llama;
 mod mixtral;
 mod opt;
+mod runtime;
 mod t5;
 #[cfg(test)]
 mod testing;
@@ -46,6 +47,7 @@ use crate::error::{Error, Result};
 use crate::tensor::{TensorInfo, TensorSource};
 
 use llama::Family;
+pub use runtime::{RuntimeDims, runtime_dims};
 
 /// The `model_type`s that [`expand`] understands.
 pub const KNOWN: &[&str] = &[

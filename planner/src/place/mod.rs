@@ -1,17 +1,35 @@
-//! The placement algorithms, one file per strategy. Each returns units in execution order
-//! and the room it reserved; [`crate::plan`] assembles the [`crate::Plan`].
+//! The placement algorithms, one file per strategy. Each returns units in execution order,
+//! the room it reserved for offloading, and the decisions worth explaining;
+//! [`crate::plan`] assembles the [`crate::Plan`].
+//!
+//! Stowage's own strategies share one cost model ([`Ctx`]): a unit costs its weights plus,
+//! on any device but disk, the KV cache of the layers in it; each GPU keeps room for its
+//! overhead and activations (cpu does, when there is no GPU); and when anything is offloaded,
+//! room for the largest offloaded unit stays free on the execution device ([`with_offload_reserve`]).
 
+pub(crate) mod accelerate;
+pub(crate) mod balanced;
+pub(crate) mod explicit;
+pub(crate) mod optimal;
 pub(crate) mod sequential;
 
+use crate::budget::Budgets;
 use crate::device::Device;
 use crate::dtype::DType;
+use crate::error::{Error, Result};
 use crate::inventory::{Inventory, Module};
 use crate::placement::Unit;
+use crate::runtime::RuntimeCosts;
+use crate::units::format_bytes;
 
 /// Units and reserves chosen by a strategy.
+#[derive(Debug, Default)]
 pub(crate) struct Placed {
     pub units: Vec<Unit>,
+    /// Offload reserves: room kept free to bring offloaded units in.
     pub reserved: Vec<(Device, u64)>,
+    /// One line per decision a user could question.
+    pub decisions: Vec<String>,
 }
 
 /// Something that can be placed: a module (whole, or split into its parts) or one tensor.
@@ -43,6 +61,11 @@ impl<'a> Entry<'a> {
         }
     }
 
+    /// Whether this is a no-split unit.
+    pub fn no_split(self) -> bool {
+        matches!(self, Entry::Module(m) if m.no_split)
+    }
+
     /// The parts a module splits into: its own tensors, then its children. `None` for a
     /// tensor, a no-split unit, or a module with nothing below it.
     pub fn split(self) -> Option<Vec<Entry<'a>>> {
@@ -66,6 +89,7 @@ impl<'a> Entry<'a> {
             path: self.path(inv),
             tensors: self.tensors(),
             bytes: self.bytes(inv, dtype),
+            kv_bytes: 0,
             device,
         }
     }
@@ -76,6 +100,236 @@ pub(crate) fn top_level(inv: &Inventory) -> Vec<Entry<'_>> {
     Entry::Module(&inv.root)
         .split()
         .unwrap_or_else(|| vec![Entry::Module(&inv.root)])
+}
+
+/// The leaves placement can never split: no-split units, and tensors outside any unit, in
+/// execution order.
+pub(crate) fn atoms(inv: &Inventory) -> Vec<Entry<'_>> {
+    fn walk<'a>(e: Entry<'a>, out: &mut Vec<Entry<'a>>) {
+        match e.split() {
+            Some(parts) => parts.into_iter().for_each(|p| walk(p, out)),
+            None => out.push(e),
+        }
+    }
+    let mut out = Vec::new();
+    walk(Entry::Module(&inv.root), &mut out);
+    out
+}
+
+/// What a plan is computed against: the inventory, the budgets, the sizing dtype and the
+/// run-time room.
+pub(crate) struct Ctx<'a> {
+    pub inv: &'a Inventory,
+    pub budgets: &'a Budgets,
+    pub dtype: Option<DType>,
+    pub runtime: &'a RuntimeCosts,
+}
+
+impl Ctx<'_> {
+    pub fn devices(&self) -> Vec<Device> {
+        self.budgets.devices()
+    }
+
+    pub fn has_gpu(&self) -> bool {
+        !self.budgets.gpus.is_empty()
+    }
+
+    /// The device offloaded units are brought to when they run: GPU 0, else cpu.
+    pub fn exec_device(&self) -> Device {
+        self.budgets
+            .gpus
+            .first()
+            .map_or(Device::Cpu, |g| Device::Gpu(g.index))
+    }
+
+    pub fn weights(&self, e: Entry) -> u64 {
+        e.bytes(self.inv, self.dtype)
+    }
+
+    pub fn kv(&self, e: Entry) -> u64 {
+        match e {
+            Entry::Module(m) => self.runtime.kv_under(&m.path),
+            Entry::Tensor(_) => 0,
+        }
+    }
+
+    /// What `e` takes on `device`: its weights, plus its KV cache unless on disk.
+    pub fn cost(&self, e: Entry, device: Device) -> u64 {
+        let kv = if device == Device::Disk {
+            0
+        } else {
+            self.kv(e)
+        };
+        self.weights(e).saturating_add(kv)
+    }
+
+    /// Room a device keeps for running the model: overhead and activations on GPUs, and
+    /// activations on cpu when there is no GPU.
+    pub fn fixed_reserve(&self, device: Device) -> u64 {
+        match device {
+            Device::Gpu(_) => self
+                .runtime
+                .gpu_overhead_bytes
+                .saturating_add(self.runtime.activation_bytes),
+            Device::Cpu if !self.has_gpu() => self.runtime.activation_bytes,
+            _ => 0,
+        }
+    }
+
+    /// The budget left for units on `device` once fixed and offload reserves are taken.
+    pub fn capacity(&self, device: Device, reserves: &Reserves) -> u64 {
+        self.budgets
+            .get(device)
+            .unwrap_or(0)
+            .saturating_sub(self.fixed_reserve(device))
+            .saturating_sub(reserves.on(device))
+    }
+}
+
+/// Offload reserves: on the execution device, the largest offloaded unit; on cpu, the
+/// largest disk unit and the KV cache of the layers on disk.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Reserves {
+    pub exec: (Option<Device>, u64),
+    pub cpu: u64,
+}
+
+impl Reserves {
+    pub fn on(&self, device: Device) -> u64 {
+        let mut r = 0;
+        if self.exec.0 == Some(device) {
+            r += self.exec.1;
+        }
+        if device == Device::Cpu {
+            r += self.cpu;
+        }
+        r
+    }
+
+    fn grow_to(&self, other: &Reserves) -> Reserves {
+        Reserves {
+            exec: (other.exec.0, self.exec.1.max(other.exec.1)),
+            cpu: self.cpu.max(other.cpu),
+        }
+    }
+}
+
+/// Runs `attempt` with growing offload reserves until the reserves it needs are the ones it
+/// was given. Nothing offloaded, nothing reserved.
+pub(crate) fn with_offload_reserve(
+    ctx: &Ctx,
+    mut attempt: impl FnMut(&Reserves) -> Result<(Vec<Unit>, Vec<String>)>,
+) -> Result<Placed> {
+    let exec = ctx.exec_device();
+    let mut reserves = Reserves {
+        exec: (Some(exec), 0),
+        cpu: 0,
+    };
+    loop {
+        let (units, decisions) = attempt(&reserves)?;
+        let offloaded = |u: &&Unit| {
+            if exec == Device::Cpu {
+                u.device == Device::Disk
+            } else {
+                !u.device.is_gpu()
+            }
+        };
+        let need_exec = units
+            .iter()
+            .filter(offloaded)
+            .map(|u| u.bytes)
+            .max()
+            .unwrap_or(0);
+        let on_disk = || units.iter().filter(|u| u.device == Device::Disk);
+        let largest_disk = on_disk().map(|u| u.bytes).max().unwrap_or(0);
+        let disk_kv: u64 = on_disk().map(|u| ctx.runtime.kv_under(&u.path)).sum();
+        // With no GPU the execution device is cpu: one reserve covers both needs.
+        let need = if exec == Device::Cpu {
+            Reserves {
+                exec: (Some(exec), 0),
+                cpu: largest_disk + disk_kv,
+            }
+        } else {
+            Reserves {
+                exec: (Some(exec), need_exec),
+                cpu: largest_disk + disk_kv,
+            }
+        };
+        let grown = reserves.grow_to(&need);
+        if grown == reserves {
+            let mut reserved = Vec::new();
+            if reserves.exec.1 > 0 {
+                reserved.push((exec, reserves.exec.1));
+            }
+            if reserves.cpu > 0 {
+                reserved.push((Device::Cpu, reserves.cpu));
+            }
+            return Ok(Placed {
+                units,
+                reserved,
+                decisions,
+            });
+        }
+        // Reserves only grow, and are bounded by the model's size: this terminates.
+        reserves = grown;
+    }
+}
+
+/// Fills `devices` in order with `entries` (see [`sequential`]) within `capacity`, splitting
+/// modules that do not fit where the fill has reached.
+pub(crate) fn fill(
+    ctx: &Ctx,
+    entries: Vec<Entry>,
+    capacity: &dyn Fn(Device) -> u64,
+) -> Result<(Vec<Unit>, Vec<String>)> {
+    let devices = ctx.devices();
+    let mut queue: std::collections::VecDeque<Entry> = entries.into();
+    let mut units = Vec::new();
+    let mut decisions = Vec::new();
+    let mut current = 0usize;
+    let mut used = vec![0u64; devices.len()];
+    while let Some(entry) = queue.pop_front() {
+        loop {
+            let Some(&device) = devices.get(current) else {
+                let (best, free) = devices
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &d)| (d, capacity(d).saturating_sub(used[i])))
+                    .max_by_key(|&(_, free)| free)
+                    .unwrap_or((Device::Disk, 0));
+                return Err(Error::DoesNotFit {
+                    unit: entry.path(ctx.inv),
+                    needed: ctx.cost(entry, Device::Disk),
+                    device: best.to_string(),
+                    available: free,
+                });
+            };
+            let cost = ctx.cost(entry, device);
+            let free = capacity(device).saturating_sub(used[current]);
+            if cost <= free {
+                used[current] += cost;
+                units.push(entry.unit(ctx.inv, ctx.dtype, device));
+                break;
+            }
+            if let Some(parts) = entry.split() {
+                for part in parts.into_iter().rev() {
+                    queue.push_front(part);
+                }
+                break;
+            }
+            if let Some(next) = devices.get(current + 1) {
+                decisions.push(format!(
+                    "{} → {next}: {} had {} left, it needs {}",
+                    entry.path(ctx.inv),
+                    ctx.budgets.label(device),
+                    format_bytes(free),
+                    format_bytes(cost)
+                ));
+            }
+            current += 1;
+        }
+    }
+    Ok((units, decisions))
 }
 
 #[cfg(test)]

@@ -7,6 +7,8 @@ use crate::device::Device;
 use crate::dtype::DType;
 use crate::inventory::{Inventory, InventoryOptions};
 use crate::placement::{Plan, PlanOptions, plan};
+use crate::runtime::RuntimeOptions;
+use crate::strategy::Strategy as Placement;
 use crate::tensor::{TensorInfo, TensorSource};
 
 fn tensor(name: String, elems: u64, dtype: DType) -> TensorInfo {
@@ -74,9 +76,9 @@ fn check_invariants(inv: &Inventory, budgets: &Budgets, p: &Plan) {
         }
     }
     assert!(seen.iter().all(|&n| n == 1), "placed counts {seen:?}");
-    // No device over budget, reserve included.
+    // No device over budget, every line item included.
     for d in &p.devices {
-        assert!(d.used_bytes + d.reserved_bytes <= d.budget_bytes, "{d:?}");
+        assert!(d.committed_bytes() <= d.budget_bytes, "{d:?}");
         assert_eq!(Some(d.budget_bytes), budgets.get(d.device));
     }
     assert_eq!(
@@ -119,23 +121,44 @@ fn check_invariants(inv: &Inventory, budgets: &Budgets, p: &Plan) {
     }
 }
 
+const STRATEGIES: [Placement; 4] = [
+    Placement::Sequential,
+    Placement::Balanced,
+    Placement::BalancedLow0,
+    Placement::Optimal,
+];
+
+fn options(strategy: Placement, overhead: u64) -> PlanOptions {
+    PlanOptions {
+        strategy,
+        runtime: RuntimeOptions {
+            gpu_overhead_bytes: overhead,
+            ..RuntimeOptions::off()
+        },
+        ..Default::default()
+    }
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(200))]
+    #![proptest_config(ProptestConfig::with_cases(150))]
 
     #[test]
-    fn sequential_keeps_invariants(inv in model(), budgets in budgets(), narrow in any::<bool>()) {
-        let opts = PlanOptions { dtype: narrow.then_some(DType::F16), ..Default::default() };
-        if let Ok(p) = plan(&inv, &budgets, &opts) {
-            check_invariants(&inv, &budgets, &p);
+    fn every_strategy_keeps_invariants(
+        inv in model(), budgets in budgets(), narrow in any::<bool>(), overhead in 0u64..200,
+    ) {
+        for strategy in STRATEGIES {
+            let opts = PlanOptions { dtype: narrow.then_some(DType::F16), ..options(strategy, overhead) };
+            if let Ok(p) = plan(&inv, &budgets, &opts) {
+                check_invariants(&inv, &budgets, &p);
+            }
         }
     }
 
     #[test]
     fn more_memory_never_means_more_offload(
         inv in model(), budgets in budgets(), which in 0usize..5, extra in 1u64..2000,
+        overhead in 0u64..200,
     ) {
-        let opts = PlanOptions::default();
-        let Ok(before) = plan(&inv, &budgets, &opts) else { return Ok(()) };
         let mut bigger = budgets.clone();
         match which {
             0 => bigger.cpu_bytes += extra,
@@ -145,10 +168,35 @@ proptest! {
                 None => bigger.cpu_bytes += extra,
             },
         }
-        let after = plan(&inv, &bigger, &opts).expect("a plan that fit still fits with more memory");
-        prop_assert!(after.offloaded_bytes() <= before.offloaded_bytes(),
-            "offload grew from {} to {}", before.offloaded_bytes(), after.offloaded_bytes());
-        prop_assert!(after.used_on(Device::Disk) <= before.used_on(Device::Disk));
+        // Balanced shares move with every GPU's budget, so only the strategies whose GPU
+        // capacities are the budgets themselves promise this.
+        for strategy in [Placement::Sequential, Placement::Optimal] {
+            let opts = options(strategy, overhead);
+            let Ok(before) = plan(&inv, &budgets, &opts) else { continue };
+            let after = plan(&inv, &bigger, &opts).expect("a plan that fit still fits with more memory");
+            prop_assert!(after.offloaded_bytes() <= before.offloaded_bytes(),
+                "{strategy}: offload grew from {} to {}", before.offloaded_bytes(), after.offloaded_bytes());
+            prop_assert!(after.used_on(Device::Disk) <= before.used_on(Device::Disk), "{strategy}");
+        }
+    }
+
+    #[test]
+    fn optimal_is_never_worse(inv in model(), budgets in budgets(), overhead in 0u64..200) {
+        let Ok(best) = plan(&inv, &budgets, &options(Placement::Optimal, overhead)) else { return Ok(()) };
+        for strategy in [Placement::Sequential, Placement::Balanced, Placement::BalancedLow0] {
+            let Ok(other) = plan(&inv, &budgets, &options(strategy, overhead)) else { continue };
+            prop_assert!(best.offloaded_bytes() <= other.offloaded_bytes(), "{strategy} offloads less");
+            if best.offloaded_bytes() == other.offloaded_bytes() {
+                let gpu_max = |p: &Plan| p.devices.iter().filter(|d| d.device.is_gpu())
+                    .map(|d| d.used_bytes).max().unwrap_or(0);
+                if budgets.gpus.windows(2).all(|w| w[0].bytes == w[1].bytes) {
+                    prop_assert!(gpu_max(&best) <= gpu_max(&other),
+                        "{strategy}: largest GPU load {} < optimal's {}", gpu_max(&other), gpu_max(&best));
+                }
+                prop_assert!(best.max_gpu_load() <= other.max_gpu_load() + 1e-12,
+                    "{strategy}: relative load {} < optimal's {}", other.max_gpu_load(), best.max_gpu_load());
+            }
+        }
     }
 }
 
@@ -164,7 +212,7 @@ fn reserve_only_when_something_is_offloaded() {
         disk_bytes: 0,
     }
     .with_planned_gpus(&[1600]);
-    let p = plan(&inv, &fits, &PlanOptions::default()).unwrap();
+    let p = plan(&inv, &fits, &options(Placement::Sequential, 0)).unwrap();
     assert_eq!(p.devices[0].reserved_bytes, 0);
     assert_eq!(
         p.offloaded_bytes(),
@@ -177,7 +225,7 @@ fn reserve_only_when_something_is_offloaded() {
         disk_bytes: 0,
     }
     .with_planned_gpus(&[1500]);
-    let p = plan(&inv, &tight, &PlanOptions::default()).unwrap();
+    let p = plan(&inv, &tight, &options(Placement::Sequential, 0)).unwrap();
     assert_eq!(p.devices[0].reserved_bytes, 400);
     assert_eq!(p.devices[0].used_bytes, 800);
     assert_eq!(p.used_on(Device::Cpu), 800);

@@ -1,0 +1,27 @@
+//! `--compat accelerate`: what Accelerate 1.x's `infer_auto_device_map` computes.
+//!
+//! Work in progress: not available yet.
+
+use super::Placed;
+use crate::budget::Budgets;
+use crate::dtype::DType;
+use crate::error::Result;
+use crate::inventory::Inventory;
+use crate::strategy::Strategy;
+
+pub(crate) fn place(
+    inv: &Inventory,
+    budgets: &Budgets,
+    dtype: Option<DType>,
+    strategy: Strategy,
+) -> Result<Placed> {
+    let _ = strategy;
+    let runtime = crate::runtime::RuntimeCosts::default();
+    let ctx = super::Ctx {
+        inv,
+        budgets,
+        dtype,
+        runtime: &runtime,
+    };
+    super::sequential::place(&ctx)
+}
