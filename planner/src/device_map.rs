@@ -100,18 +100,9 @@ impl DeviceMap {
 }
 
 fn uniform(m: &Module, devices: &[Device]) -> Option<Device> {
-    let mut found: Option<Device> = None;
-    let mut same = true;
-    m.walk(&mut |n| {
-        for &i in &n.tensors {
-            match found {
-                None => found = Some(devices[i]),
-                Some(d) if d != devices[i] => same = false,
-                _ => {}
-            }
-        }
-    });
-    found.filter(|_| same)
+    let tensors = &devices[m.range.clone()];
+    let first = *tensors.first()?;
+    tensors.iter().all(|&d| d == first).then_some(first)
 }
 
 fn emit(m: &Module, inv: &Inventory, devices: &[Device], out: &mut Vec<(String, Device)>) {

@@ -59,6 +59,9 @@ pub struct Module {
     pub children: Vec<Module>,
     /// Whether this module must be placed whole on one device.
     pub no_split: bool,
+    /// The indices of every tensor in this module and below: tensors are numbered depth
+    /// first, so they are contiguous.
+    pub range: std::ops::Range<usize>,
 }
 
 impl Module {
@@ -72,10 +75,7 @@ impl Module {
 
     /// Indices of every tensor in this module and below, in execution order.
     pub fn all_tensors(&self) -> Vec<usize> {
-        let mut out = Vec::new();
-        self.walk(&mut |m| out.extend_from_slice(&m.tensors));
-        out.sort_unstable();
-        out
+        self.range.clone().collect()
     }
 }
 
@@ -152,7 +152,6 @@ impl Inventory {
             .iter()
             .map(|p| Pattern::new(p))
             .collect::<Result<Vec<Pattern>>>()?;
-        check_unique(&tensors)?;
         if let Some(config) = &config {
             add_config_ties(&mut tensors, config);
         }
@@ -162,24 +161,38 @@ impl Inventory {
             .or_else(|| tensors.iter().map(|t| t.dtype).find(|d| d.is_float()));
 
         // Build the tree over the names, ordering each level, then renumber tensors depth first.
+        // Duplicate names are caught here, per module, where the lists are short; a module
+        // with very many direct tensors is checked by hashing afterwards instead.
         let mut tree = Node::default();
+        let mut crowded = false;
         for (i, t) in tensors.iter().enumerate() {
             let mut node = &mut tree;
-            let segments: Vec<&str> = t.name.split('.').collect();
-            for seg in &segments[..segments.len() - 1] {
-                node = node.child(seg);
+            let (module, leaf) = t.name.rsplit_once('.').unwrap_or(("", &t.name));
+            if !module.is_empty() {
+                for seg in module.split('.') {
+                    node = node.child(seg);
+                }
             }
-            node.tensors
-                .push((segments[segments.len() - 1].to_string(), i));
+            if node.tensors.len() < 32 {
+                if let Some(&first) = node.tensors.iter().find(|&&j| leaf_of(&tensors[j]) == leaf) {
+                    return Err(duplicate(&tensors[first], t));
+                }
+            } else {
+                crowded = true;
+            }
+            node.tensors.push(i);
+        }
+        if crowded {
+            check_unique(&tensors)?;
         }
         let mut order = Vec::with_capacity(tensors.len());
-        let mut root = tree.into_module(
-            String::new(),
-            &mut order,
-            &patterns,
-            opts.default_no_split,
-            false,
-        );
+        let mut build = Build {
+            names: &tensors,
+            patterns: &patterns,
+            default_no_split: opts.default_no_split,
+            order: &mut order,
+        };
+        let mut root = tree.into_module(String::new(), &mut build, false);
         let mut remap = vec![0usize; tensors.len()];
         for (new, &old) in order.iter().enumerate() {
             remap[old] = new;
@@ -206,13 +219,11 @@ impl Inventory {
 
     /// Bytes of a module and everything below it.
     pub fn module_bytes(&self, module: &Module, dtype: Option<DType>) -> u64 {
-        let mut total = 0u64;
-        module.walk(&mut |m| {
-            for &i in &m.tensors {
-                total = total.saturating_add(self.tensor_bytes(i, dtype));
-            }
-        });
-        total
+        module
+            .range
+            .clone()
+            .map(|i| self.tensor_bytes(i, dtype))
+            .fold(0, u64::saturating_add)
     }
 
     /// Bytes of the whole model with `dtype` requested, tied tensors counted once.
@@ -265,19 +276,23 @@ impl Inventory {
     }
 }
 
+fn duplicate(first: &TensorInfo, second: &TensorInfo) -> Error {
+    let path = |t: &TensorInfo| match &t.source {
+        crate::TensorSource::File { path, .. } => path.clone(),
+        crate::TensorSource::Config => PathBuf::from("config"),
+    };
+    Error::DuplicateTensor {
+        tensor: second.name.clone(),
+        first: path(first),
+        second: path(second),
+    }
+}
+
 fn check_unique(tensors: &[TensorInfo]) -> Result<()> {
     let mut seen: HashMap<&str, &TensorInfo> = HashMap::with_capacity(tensors.len());
     for t in tensors {
         if let Some(first) = seen.insert(&t.name, t) {
-            let path = |t: &TensorInfo| match &t.source {
-                crate::TensorSource::File { path, .. } => path.clone(),
-                crate::TensorSource::Config => PathBuf::from("config"),
-            };
-            return Err(Error::DuplicateTensor {
-                tensor: t.name.clone(),
-                first: path(first),
-                second: path(t),
-            });
+            return Err(duplicate(first, t));
         }
     }
     Ok(())
@@ -287,8 +302,12 @@ fn check_unique(tensors: &[TensorInfo]) -> Result<()> {
 /// an alias of its owner; one present with the owner's shape is marked tied (transformers
 /// ties them at load, so its bytes are not loaded twice).
 fn add_config_ties(tensors: &mut Vec<TensorInfo>, config: &ModelConfig) {
+    let pairs = arch::tied_pairs(config);
+    if pairs.is_empty() {
+        return;
+    }
     let names: HashSet<String> = tensors.iter().map(|t| t.name.clone()).collect();
-    for (tied, owner) in arch::tied_pairs(config) {
+    for (tied, owner) in pairs {
         // Checkpoints of base classes drop the first segment (`wte.weight` for
         // `transformer.wte.weight`); try the owner as written, then without its prefix.
         let stripped = owner.split_once('.').map(|(_, rest)| rest.to_string());
@@ -316,32 +335,61 @@ fn add_config_ties(tensors: &mut Vec<TensorInfo>, config: &ModelConfig) {
     }
 }
 
+/// What building the module tree needs besides the nodes.
+struct Build<'a> {
+    names: &'a [TensorInfo],
+    patterns: &'a [Pattern],
+    default_no_split: bool,
+    /// Old tensor indices in depth-first order.
+    order: &'a mut Vec<usize>,
+}
+
+/// The last segment of a tensor's name.
+fn leaf_of(t: &TensorInfo) -> &str {
+    t.name.rsplit('.').next().unwrap_or(&t.name)
+}
+
 #[derive(Default)]
 struct Node {
     children: Vec<(String, Node)>,
-    tensors: Vec<(String, usize)>,
+    /// Child name → position in `children` (models have hundreds of experts per layer).
+    index: HashMap<String, usize>,
+    /// Indices of the tensors directly here (their leaf name is the last segment).
+    tensors: Vec<usize>,
 }
 
 impl Node {
     fn child(&mut self, seg: &str) -> &mut Node {
-        let pos = match self.children.iter().position(|(s, _)| s == seg) {
+        const INDEX_FROM: usize = 16;
+        let found = if self.children.len() < INDEX_FROM {
+            self.children.iter().position(|(s, _)| s == seg)
+        } else {
+            if self.index.is_empty() {
+                self.index = self
+                    .children
+                    .iter()
+                    .enumerate()
+                    .map(|(i, (s, _))| (s.clone(), i))
+                    .collect();
+            }
+            self.index.get(seg).copied()
+        };
+        let pos = match found {
             Some(p) => p,
             None => {
                 self.children.push((seg.to_string(), Node::default()));
-                self.children.len() - 1
+                let pos = self.children.len() - 1;
+                if !self.index.is_empty() || pos >= INDEX_FROM {
+                    self.index.insert(seg.to_string(), pos);
+                }
+                pos
             }
         };
         &mut self.children[pos].1
     }
 
-    fn into_module(
-        mut self,
-        path: String,
-        order: &mut Vec<usize>,
-        patterns: &[Pattern],
-        default_no_split: bool,
-        inside_unit: bool,
-    ) -> Module {
+    fn into_module(mut self, path: String, b: &mut Build, inside_unit: bool) -> Module {
+        let (names, patterns, default_no_split) = (b.names, b.patterns, b.default_no_split);
         let last = path.rsplit('.').next().unwrap_or("");
         let parent_container = path.rsplit('.').nth(1).unwrap_or("");
         let numbered = !path.is_empty() && last.chars().all(|c| c.is_ascii_digit());
@@ -351,10 +399,16 @@ impl Node {
                 || patterns.iter().any(|p| p.matches(&path)));
 
         // Stable sorts keep first-appearance order among names of the same rank.
-        self.tensors.sort_by_key(|(s, _)| segment_rank(s));
-        self.children.sort_by_key(|(s, _)| segment_rank(s));
-        let tensors: Vec<usize> = self.tensors.iter().map(|&(_, i)| i).collect();
-        order.extend_from_slice(&tensors);
+        if self.tensors.len() > 1 {
+            self.tensors
+                .sort_by_cached_key(|&i| segment_rank(leaf_of(&names[i])));
+        }
+        if self.children.len() > 1 {
+            self.children.sort_by_cached_key(|(s, _)| segment_rank(s));
+        }
+        let tensors = self.tensors;
+        let start = b.order.len();
+        b.order.extend_from_slice(&tensors);
         let children = self
             .children
             .into_iter()
@@ -364,13 +418,7 @@ impl Node {
                 } else {
                     format!("{path}.{seg}")
                 };
-                node.into_module(
-                    child,
-                    order,
-                    patterns,
-                    default_no_split,
-                    inside_unit || is_unit,
-                )
+                node.into_module(child, b, inside_unit || is_unit)
             })
             .collect();
         Module {
@@ -378,6 +426,7 @@ impl Node {
             tensors,
             children,
             no_split: is_unit,
+            range: start..b.order.len(),
         }
     }
 }

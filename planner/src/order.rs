@@ -12,8 +12,14 @@ pub(crate) fn segment_rank(segment: &str) -> (u32, u64) {
     if let Ok(n) = segment.parse::<u64>() {
         return (50, n);
     }
-    let s = segment.to_ascii_lowercase();
-    let rank = match s.as_str() {
+    let lower;
+    let s: &str = if segment.bytes().any(|b| b.is_ascii_uppercase()) {
+        lower = segment.to_ascii_lowercase();
+        &lower
+    } else {
+        segment
+    };
+    let rank = match s {
         "wte" | "shared" | "tok_embeddings" | "emb" | "embed" | "word_embeddings"
         | "embed_tokens" | "embed_in" => 0,
         "wpe" | "embed_positions" | "position_embeddings" => 1,

@@ -185,12 +185,7 @@ pub fn plan(inventory: &Inventory, budgets: &Budgets, opts: &PlanOptions) -> Res
         options.runtime = RuntimeOptions::off();
     }
     let runtime = RuntimeCosts::estimate(inventory, dtype, &options.runtime);
-    let ctx = Ctx {
-        inv: inventory,
-        budgets,
-        dtype,
-        runtime: &runtime,
-    };
+    let ctx = Ctx::new(inventory, budgets, dtype, &runtime);
     let placed = match (opts.compat, opts.strategy) {
         _ if opts.device_map.is_some() => {
             place::explicit::place(&ctx, opts.device_map.as_ref().expect("checked"))?

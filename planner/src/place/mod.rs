@@ -123,9 +123,32 @@ pub(crate) struct Ctx<'a> {
     pub budgets: &'a Budgets,
     pub dtype: Option<DType>,
     pub runtime: &'a RuntimeCosts,
+    /// `prefix[i]`: bytes of tensors `0..i`, so any module's weights are one subtraction.
+    prefix: Vec<u64>,
 }
 
-impl Ctx<'_> {
+impl<'a> Ctx<'a> {
+    pub fn new(
+        inv: &'a Inventory,
+        budgets: &'a Budgets,
+        dtype: Option<DType>,
+        runtime: &'a RuntimeCosts,
+    ) -> Self {
+        let mut prefix = Vec::with_capacity(inv.tensors.len() + 1);
+        prefix.push(0u64);
+        for t in &inv.tensors {
+            let last = *prefix.last().expect("starts with 0");
+            prefix.push(last.saturating_add(t.bytes_as(dtype)));
+        }
+        Ctx {
+            inv,
+            budgets,
+            dtype,
+            runtime,
+            prefix,
+        }
+    }
+
     pub fn devices(&self) -> Vec<Device> {
         self.budgets.devices()
     }
@@ -143,7 +166,10 @@ impl Ctx<'_> {
     }
 
     pub fn weights(&self, e: Entry) -> u64 {
-        e.bytes(self.inv, self.dtype)
+        match e {
+            Entry::Module(m) => self.prefix[m.range.end] - self.prefix[m.range.start],
+            Entry::Tensor(i) => self.prefix[i + 1] - self.prefix[i],
+        }
     }
 
     pub fn kv(&self, e: Entry) -> u64 {
@@ -308,7 +334,13 @@ pub(crate) fn fill(
             let free = capacity(device).saturating_sub(used[current]);
             if cost <= free {
                 used[current] += cost;
-                units.push(entry.unit(ctx.inv, ctx.dtype, device));
+                units.push(Unit {
+                    path: entry.path(ctx.inv),
+                    tensors: entry.tensors(),
+                    bytes: ctx.weights(entry),
+                    kv_bytes: 0,
+                    device,
+                });
                 break;
             }
             if let Some(parts) = entry.split() {
