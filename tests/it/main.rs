@@ -3,6 +3,9 @@
 
 mod bad_input;
 mod cli;
+mod explicit;
 mod fixtures;
 mod hub;
 mod inventory;
+mod snapshots;
+mod strategies;

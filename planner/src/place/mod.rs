@@ -125,6 +125,9 @@ pub(crate) struct Ctx<'a> {
     pub runtime: &'a RuntimeCosts,
     /// `prefix[i]`: bytes of tensors `0..i`, so any module's weights are one subtraction.
     prefix: Vec<u64>,
+    /// For each tensor, the bytes of the atom (no-split unit, or lone tensor) holding it: what
+    /// must be brought in at once when it runs offloaded.
+    atom_bytes: Vec<u64>,
 }
 
 impl<'a> Ctx<'a> {
@@ -140,12 +143,21 @@ impl<'a> Ctx<'a> {
             let last = *prefix.last().expect("starts with 0");
             prefix.push(last.saturating_add(t.bytes_as(dtype)));
         }
+        let mut atom_bytes = vec![0u64; inv.tensors.len()];
+        for atom in atoms(inv) {
+            let (range, bytes) = match atom {
+                Entry::Module(m) => (m.range.clone(), prefix[m.range.end] - prefix[m.range.start]),
+                Entry::Tensor(i) => (i..i + 1, prefix[i + 1] - prefix[i]),
+            };
+            atom_bytes[range].fill(bytes);
+        }
         Ctx {
             inv,
             budgets,
             dtype,
             runtime,
             prefix,
+            atom_bytes,
         }
     }
 
@@ -170,6 +182,15 @@ impl<'a> Ctx<'a> {
             Entry::Module(m) => self.prefix[m.range.end] - self.prefix[m.range.start],
             Entry::Tensor(i) => self.prefix[i + 1] - self.prefix[i],
         }
+    }
+
+    /// The largest atom in `unit`: the most that must be brought in at once to run it.
+    pub fn largest_atom(&self, unit: &Unit) -> u64 {
+        unit.tensors
+            .iter()
+            .map(|&t| self.atom_bytes[t])
+            .max()
+            .unwrap_or(0)
     }
 
     pub fn kv(&self, e: Entry) -> u64 {
@@ -212,8 +233,8 @@ impl<'a> Ctx<'a> {
     }
 }
 
-/// Offload reserves: on the execution device, the largest offloaded unit; on cpu, the
-/// largest disk unit and the KV cache of the layers on disk.
+/// Offload reserves: on the execution device, the largest offloaded atom; on cpu, the
+/// largest atom on disk and the KV cache of the layers on disk.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct Reserves {
     pub exec: (Option<Device>, u64),
@@ -263,11 +284,11 @@ pub(crate) fn with_offload_reserve(
         let need_exec = units
             .iter()
             .filter(offloaded)
-            .map(|u| u.bytes)
+            .map(|u| ctx.largest_atom(u))
             .max()
             .unwrap_or(0);
         let on_disk = || units.iter().filter(|u| u.device == Device::Disk);
-        let largest_disk = on_disk().map(|u| u.bytes).max().unwrap_or(0);
+        let largest_disk = on_disk().map(|u| ctx.largest_atom(u)).max().unwrap_or(0);
         let disk_kv: u64 = on_disk().map(|u| ctx.runtime.kv_under(&u.path)).sum();
         // With no GPU the execution device is cpu: one reserve covers both needs.
         let need = if exec == Device::Cpu {
