@@ -5,7 +5,7 @@
 use super::Placed;
 use crate::budget::Budgets;
 use crate::dtype::DType;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::inventory::Inventory;
 use crate::strategy::Strategy;
 
@@ -15,13 +15,9 @@ pub(crate) fn place(
     dtype: Option<DType>,
     strategy: Strategy,
 ) -> Result<Placed> {
-    let _ = strategy;
-    let runtime = crate::runtime::RuntimeCosts::default();
-    let ctx = super::Ctx {
-        inv,
-        budgets,
-        dtype,
-        runtime: &runtime,
-    };
-    super::sequential::place(&ctx)
+    let _ = (inv, budgets, dtype, strategy);
+    Err(Error::Unsupported {
+        what: "--compat accelerate".into(),
+        hint: " yet; use the default stowage mode".into(),
+    })
 }
