@@ -107,6 +107,9 @@ pub struct Plan {
     pub decisions: Vec<String>,
     /// Things the user should know about the plan (e.g. no run-time reserve computed).
     pub notes: Vec<String>,
+    /// The map to report when it is not the merge of the tensors' devices (`--compat
+    /// accelerate` writes Accelerate's keys, parameterless modules included).
+    pub exact_map: Option<DeviceMap>,
 }
 
 impl Plan {
@@ -150,7 +153,10 @@ impl Plan {
 
     /// The Hugging Face `device_map`, merged to the coarsest modules lying wholly on one device.
     pub fn device_map(&self, inventory: &Inventory) -> DeviceMap {
-        DeviceMap::from_tensor_devices(inventory, &self.tensor_devices)
+        match &self.exact_map {
+            Some(map) => map.clone(),
+            None => DeviceMap::from_tensor_devices(inventory, &self.tensor_devices),
+        }
     }
 }
 
@@ -286,6 +292,11 @@ pub fn plan(inventory: &Inventory, budgets: &Budgets, opts: &PlanOptions) -> Res
         })
         .collect();
     let notes = runtime.note.iter().cloned().collect();
+    // Accelerate sizes what it places its own way (buffers, the model's dtype).
+    let total_bytes = match opts.compat {
+        Compat::Accelerate => units.iter().map(|u| u.bytes).sum(),
+        _ => inventory.total_bytes(dtype),
+    };
     Ok(Plan {
         options,
         strategy: opts.strategy,
@@ -293,8 +304,10 @@ pub fn plan(inventory: &Inventory, budgets: &Budgets, opts: &PlanOptions) -> Res
         units,
         devices,
         tensor_devices,
-        total_bytes: inventory.total_bytes(dtype),
+        // Accelerate sizes what it places its own way (buffers, the model's dtype).
+        total_bytes,
         decisions: placed.decisions,
         notes,
+        exact_map: placed.device_map.map(|entries| DeviceMap { entries }),
     })
 }

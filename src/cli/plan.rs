@@ -368,6 +368,9 @@ fn make_plan(args: &PlanArgs, out: Output) -> anyhow::Result<Planned> {
         bail!("--offload-order experts-first needs --strategy optimal");
     }
     options.device_map = map;
+    if options.compat == Compat::Accelerate && !args.no_split.is_empty() {
+        out.note("--no-split is ignored by --compat accelerate for known architectures: Accelerate uses the model's own no-split classes");
+    }
 
     let plan = stowage::plan(&inventory, &budgets, &options)
         .with_context(|| format!("cannot place `{spec}`"))?;

@@ -3,6 +3,7 @@
 
 mod bad_input;
 mod cli;
+mod compat;
 mod explicit;
 mod fixtures;
 mod hub;

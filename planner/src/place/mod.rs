@@ -30,6 +30,9 @@ pub(crate) struct Placed {
     pub reserved: Vec<(Device, u64)>,
     /// One line per decision a user could question.
     pub decisions: Vec<String>,
+    /// The exact device map to report, when the strategy's keys are not simply the merge of
+    /// where each tensor goes (Accelerate's map names parameterless modules too).
+    pub device_map: Option<Vec<(String, Device)>>,
 }
 
 /// Something that can be placed: a module (whole, or split into its parts) or one tensor.
@@ -315,6 +318,7 @@ pub(crate) fn with_offload_reserve(
                 units,
                 reserved,
                 decisions,
+                device_map: None,
             });
         }
         // Reserves only grow, and are bounded by the model's size: this terminates.
