@@ -54,6 +54,11 @@ impl Budgets {
         d
     }
 
+    /// The GPUs as devices, by ascending index.
+    pub fn gpu_devices(&self) -> Vec<Device> {
+        self.gpus.iter().map(|g| Device::Gpu(g.index)).collect()
+    }
+
     /// A display name for `device` (GPU name, `cpu`, `disk`).
     pub fn name(&self, device: Device) -> String {
         match device {

@@ -66,10 +66,9 @@
 //!
 //! # Known limits
 //!
-//! - The plan's `device_map` is written by [`crate::DeviceMap`] from each tensor's device: it
-//!   cannot name modules without parameters (`model.rotary_emb`, dropouts), and it writes a
-//!   module whose tensors share one device as that module even where `clean_device_map`
-//!   keeps a single child key. Where every tensor goes is Accelerate's.
+//! - The plan reports Accelerate's own keys (after `clean_device_map`, parameterless modules
+//!   included), in first-seen order: Python's follows a `set`, so its order is not
+//!   reproducible anyway.
 //! - Keys follow the checkpoint's names. Checkpoints saved from a base class without the
 //!   prefix the head class adds (`facebook/opt-*`: `decoder.*`; `openai-community/gpt2`:
 //!   `h.*`) give keys transformers writes as `model.decoder.*` and `transformer.h.*`.

@@ -15,12 +15,7 @@ use crate::error::Result;
 use crate::units::format_bytes;
 
 pub(crate) fn place(ctx: &Ctx, low_zero: bool) -> Result<Placed> {
-    let gpus: Vec<Device> = ctx
-        .budgets
-        .gpus
-        .iter()
-        .map(|g| Device::Gpu(g.index))
-        .collect();
+    let gpus = ctx.budgets.gpu_devices();
     let atoms = atoms(ctx.inv);
     let total: u64 = atoms.iter().map(|&a| ctx.cost(a, Device::Gpu(0))).sum();
     let largest = atoms

@@ -239,12 +239,7 @@ pub(crate) fn place(ctx: &Ctx, order: OffloadOrder) -> Result<Placed> {
             .rev()
             .filter(|&j| !(order == OffloadOrder::ExpertsFirst && atoms[j].experts)),
     );
-    let gpus: Vec<Device> = ctx
-        .budgets
-        .gpus
-        .iter()
-        .map(|g| Device::Gpu(g.index))
-        .collect();
+    let gpus = ctx.budgets.gpu_devices();
 
     with_offload_reserve(ctx, |reserves| {
         let caps: Vec<u64> = gpus.iter().map(|&d| ctx.capacity(d, reserves)).collect();
