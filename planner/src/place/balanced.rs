@@ -5,11 +5,12 @@
 //! GPU but the last is capped at `share = total / n + largest unit`, where the largest unit is
 //! the costliest no-split unit (the buffer that keeps a GPU's share from being cut short by
 //! one unit); the last GPU keeps its full budget. `balanced_low_0`: the share is computed over
-//! GPUs 1…n−1 instead, and GPU 0 is capped at what does not fit on them,
-//! `max(0, total − their capacity)`. Then the fill is [`super::sequential`]'s, with the same
+//! GPUs 1…n−1 instead, and GPU 0 is capped at what does not fit on them: the shortest head of
+//! the model whose rest fits, in order, on GPUs 1…n−1 (Accelerate subtracts their summed
+//! budgets from the total instead, which overloads GPU 0 when a GPU is too small for a unit). Then the fill is [`super::sequential`]'s, with the same
 //! reserves. With one GPU both are the sequential fill.
 
-use super::{Ctx, Placed, atoms, fill, top_level, with_offload_reserve};
+use super::{Ctx, Placed, atoms, fill, fits, top_level, with_offload_reserve};
 use crate::device::Device;
 use crate::error::Result;
 use crate::units::format_bytes;
@@ -17,7 +18,8 @@ use crate::units::format_bytes;
 pub(crate) fn place(ctx: &Ctx, low_zero: bool) -> Result<Placed> {
     let gpus = ctx.budgets.gpu_devices();
     let atoms = atoms(ctx.inv);
-    let total: u64 = atoms.iter().map(|&a| ctx.cost(a, Device::Gpu(0))).sum();
+    let costs: Vec<u64> = atoms.iter().map(|&a| ctx.cost(a, Device::Gpu(0))).collect();
+    let total: u64 = costs.iter().sum();
     let largest = atoms
         .iter()
         .filter(|a| a.no_split())
@@ -43,9 +45,19 @@ pub(crate) fn place(ctx: &Ctx, low_zero: bool) -> Result<Placed> {
                 cap(d)
             }
         };
+        // GPU 0 takes the shortest head of the model whose rest fits on GPUs 1…n.
         let zero_cap = if low_zero {
-            let others: u64 = gpus[1..].iter().map(|&d| capped(d)).sum();
-            Some(cap(gpus[0]).min(total.saturating_sub(others)))
+            let others: Vec<u64> = gpus[1..].iter().map(|&d| capped(d)).collect();
+            let (mut a, mut b) = (0usize, costs.len());
+            while a < b {
+                let mid = (a + b) / 2;
+                if fits(costs[mid..].iter().copied(), &others) {
+                    b = mid
+                } else {
+                    a = mid + 1
+                }
+            }
+            Some(cap(gpus[0]).min(costs[..a].iter().sum()))
         } else {
             None
         };

@@ -326,6 +326,23 @@ pub(crate) fn with_offload_reserve(
     }
 }
 
+/// Whether `costs`, in order, fit as contiguous runs into `caps`, in order (filling each as
+/// far as it goes, which finds a fit whenever one exists).
+pub(crate) fn fits(costs: impl Iterator<Item = u64>, caps: &[u64]) -> bool {
+    let (mut gpu, mut used) = (0usize, 0u64);
+    for c in costs {
+        while gpu < caps.len() && used + c > caps[gpu] {
+            gpu += 1;
+            used = 0;
+        }
+        if gpu == caps.len() {
+            return false;
+        }
+        used += c;
+    }
+    true
+}
+
 /// Fills `devices` in order with `entries` (see [`sequential`]) within `capacity`, splitting
 /// modules that do not fit where the fill has reached.
 pub(crate) fn fill(

@@ -20,7 +20,7 @@
 
 use std::cmp::Ordering;
 
-use super::{Ctx, Entry, Placed, atoms, with_offload_reserve};
+use super::{Ctx, Entry, Placed, atoms, fits, with_offload_reserve};
 use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::inventory::Module;
@@ -85,22 +85,6 @@ impl Ord for Ratio {
             }
         }
     }
-}
-
-/// Whether `costs`, in order, fit as contiguous runs into `caps`, in order.
-fn fits(costs: impl Iterator<Item = u64>, caps: &[u64]) -> bool {
-    let (mut gpu, mut used) = (0usize, 0u64);
-    for c in costs {
-        while gpu < caps.len() && used + c > caps[gpu] {
-            gpu += 1;
-            used = 0;
-        }
-        if gpu == caps.len() {
-            return false;
-        }
-        used += c;
-    }
-    true
 }
 
 /// The split of `costs` into `caps.len()` contiguous runs minimising the worst `load / cap`:

@@ -170,7 +170,7 @@ proptest! {
         }
         // Balanced shares move with every GPU's budget, so only the strategies whose GPU
         // capacities are the budgets themselves promise this.
-        for strategy in [Placement::Sequential, Placement::Optimal] {
+        for strategy in STRATEGIES {
             let opts = options(strategy, overhead);
             let Ok(before) = plan(&inv, &budgets, &opts) else { continue };
             let after = plan(&inv, &bigger, &opts).expect("a plan that fit still fits with more memory");
