@@ -7,10 +7,25 @@
 #![deny(missing_docs)]
 
 pub mod builtin;
+mod convert;
+mod error;
+mod load;
+mod memory;
+#[allow(unsafe_code)]
+mod mmap;
+mod offload;
+mod report;
+mod store;
+
+pub use error::{Error, Result};
+pub use load::{LoadOptions, Progress, load_store};
+pub use memory::Memory;
+pub use report::{Checksum, DeviceLoad, LoadReport, OffloadSummary};
+pub use store::{DiskTensor, StoredTensor, TensorStore};
 
 pub use stowage_planner as planner;
 pub use stowage_planner::{
-    BudgetOverrides, Budgets, Compat, DType, Device, DeviceMap, Error, Inventory, InventoryOptions,
+    BudgetOverrides, Budgets, Compat, DType, Device, DeviceMap, Inventory, InventoryOptions,
     ModelConfig, OffloadOrder, Plan, PlanOptions, Probe, Strategy, format_bytes, parse_gpus,
     parse_max_memory, parse_size, plan, probe,
 };

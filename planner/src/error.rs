@@ -341,6 +341,17 @@ pub enum Error {
         reason: String,
     },
 
+    /// A file changed between taking the inventory (or making the plan) and using it.
+    #[error("`{path}` changed since it was planned (length {} → {}, modified {} → {} ns); plan again", then.0, now.0, then.1, now.1)]
+    FileChanged {
+        /// The file.
+        path: PathBuf,
+        /// Length and mtime (ns) when planned.
+        then: (u64, u128),
+        /// Length and mtime (ns) now.
+        now: (u64, u128),
+    },
+
     /// A combination of options stowage does not support.
     #[error("{what} is not supported{hint}")]
     Unsupported {

@@ -15,6 +15,7 @@ use crate::arch;
 use crate::config::ModelConfig;
 use crate::dtype::DType;
 use crate::error::{Error, Result};
+use crate::fingerprint::Fingerprint;
 use crate::header::read_header;
 use crate::index::read_index;
 use crate::order::segment_rank;
@@ -88,6 +89,9 @@ pub struct Inventory {
     pub root: Module,
     /// The files read.
     pub files: Vec<PathBuf>,
+    /// Length and mtime of each file read, as it was then (empty for inventories not read
+    /// from files).
+    pub fingerprints: Vec<Fingerprint>,
     /// The model's config, if one was found.
     pub config: Option<ModelConfig>,
     /// The dtype `--dtype auto` means: the config's `torch_dtype`, else the checkpoint's first
@@ -127,6 +131,10 @@ impl Inventory {
             }
         };
         let mut inv = Self::from_tensors(tensors, config, opts)?;
+        inv.fingerprints = paths
+            .iter()
+            .map(|p| Fingerprint::of(p))
+            .collect::<Result<_>>()?;
         inv.files = paths;
         Ok(inv)
     }
@@ -207,6 +215,7 @@ impl Inventory {
             tensors,
             root,
             files: Vec::new(),
+            fingerprints: Vec::new(),
             config,
             auto_dtype,
         })

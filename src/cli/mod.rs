@@ -1,6 +1,7 @@
 //! Argument parsing and dispatch for the `stowage` binary.
 
 mod diff;
+mod load;
 mod plan;
 mod saved;
 mod table;
@@ -39,6 +40,8 @@ pub struct Cli {
 enum Command {
     /// Compute a device map for a model and print it as a table or as JSON
     Plan(Box<plan::PlanArgs>),
+    /// Plan, then load every tensor onto its device, and report what it took
+    Load(Box<load::LoadArgs>),
     /// Show what changes between two plans saved with `stowage plan --json`
     Diff(DiffFiles),
 }
@@ -102,6 +105,7 @@ pub fn run() -> anyhow::Result<ExitCode> {
     };
     match cli.command {
         Command::Plan(args) => plan::run(*args, out),
+        Command::Load(args) => load::run(*args, out),
         Command::Diff(files) => {
             let read = |p: &std::path::Path| -> anyhow::Result<serde_json::Value> {
                 let text = std::fs::read_to_string(p)

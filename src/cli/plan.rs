@@ -59,6 +59,25 @@ Exit codes: 0 a plan was found, 1 error (including a model that does not fit), 2
 #[derive(Args, Debug, Clone, Default)]
 #[command(after_help = PLAN_HELP)]
 pub struct PlanArgs {
+    #[command(flatten)]
+    inputs: PlanInputs,
+
+    /// Print one reason per decision a user could question
+    #[arg(long)]
+    explain: bool,
+
+    /// Also plan with these extra options and show what changes, e.g. '--gpus 3x24GiB'
+    #[arg(long, value_name = "OPTIONS", allow_hyphen_values = true)]
+    diff: Option<String>,
+
+    /// Print one JSON object (with an HF-shaped `device_map`) instead of a table
+    #[arg(long)]
+    json: bool,
+}
+
+/// What a plan is made from: the model and every planning option (shared by `plan` and `load`).
+#[derive(Args, Debug, Clone, Default)]
+pub struct PlanInputs {
     /// The model: a path, ORG/NAME[@REV] in the HF cache, or builtin:NAME
     model: Option<String>,
 
@@ -113,14 +132,6 @@ pub struct PlanArgs {
     #[arg(long, value_name = "MAP", visible_alias = "plan")]
     device_map: Option<String>,
 
-    /// Print one reason per decision a user could question
-    #[arg(long)]
-    explain: bool,
-
-    /// Also plan with these extra options and show what changes, e.g. '--gpus 3x24GiB'
-    #[arg(long, value_name = "OPTIONS", allow_hyphen_values = true)]
-    diff: Option<String>,
-
     /// Revision for ORG/NAME models (branch, tag or commit)
     #[arg(long)]
     revision: Option<String>,
@@ -132,10 +143,6 @@ pub struct PlanArgs {
     /// Weights variant (fp16 selects model.fp16.safetensors)
     #[arg(long)]
     variant: Option<String>,
-
-    /// Print one JSON object (with an HF-shaped `device_map`) instead of a table
-    #[arg(long)]
-    json: bool,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -186,25 +193,34 @@ enum OffloadOrderArg {
 #[command(name = "--diff", no_binary_name = true)]
 struct DiffArgs {
     #[command(flatten)]
-    args: PlanArgs,
+    args: PlanInputs,
 }
 
-/// A plan with everything needed to print it.
+/// A plan with everything needed to print or load it.
 pub struct Planned {
-    spec: String,
-    inventory: Inventory,
-    plan: stowage::Plan,
-    budgets: Budgets,
+    /// What the user named.
+    pub spec: String,
+    /// The model.
+    pub inventory: Inventory,
+    /// Where everything goes.
+    pub plan: stowage::Plan,
+    /// The budgets it was made for.
+    pub budgets: Budgets,
+    /// The offload folder.
+    pub offload_folder: PathBuf,
 }
 
 pub fn run(args: PlanArgs, out: Output) -> anyhow::Result<ExitCode> {
-    let base = make_plan(&args, out)?;
+    let base = make_plan(&args.inputs, out)?;
     let mut stdout = std::io::stdout().lock();
     if let Some(extra) = &args.diff {
         let words = split_words(extra)?;
         let diff = DiffArgs::try_parse_from(&words)
             .with_context(|| format!("cannot read --diff options `{extra}`"))?;
-        let other = make_plan(&args.merged_with(diff.args), Output { quiet: true, ..out })?;
+        let other = make_plan(
+            &args.inputs.merged_with(diff.args),
+            Output { quiet: true, ..out },
+        )?;
         let a = super::table::plan_json(&base.spec, &base.inventory, &base.plan, &base.budgets);
         let b = super::table::plan_json(&other.spec, &other.inventory, &other.plan, &other.budgets);
         super::diff::write_diff(&mut stdout, &a, &b, args.json)?;
@@ -228,9 +244,9 @@ pub fn run(args: PlanArgs, out: Output) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-impl PlanArgs {
+impl PlanInputs {
     /// These options with `more` on top: options `more` sets win, lists are extended.
-    fn merged_with(&self, more: PlanArgs) -> PlanArgs {
+    fn merged_with(&self, more: PlanInputs) -> PlanInputs {
         let mut m = self.clone();
         macro_rules! take {
             ($($f:ident),*) => { $( if more.$f.is_some() { m.$f = more.$f; } )* };
@@ -255,12 +271,11 @@ impl PlanArgs {
         );
         m.max_memory.extend(more.max_memory);
         m.no_split.extend(more.no_split);
-        m.diff = None;
         m
     }
 }
 
-fn make_plan(args: &PlanArgs, out: Output) -> anyhow::Result<Planned> {
+pub fn make_plan(args: &PlanInputs, out: Output) -> anyhow::Result<Planned> {
     // A saved plan supplies the model, budgets and options it was made with.
     let (map, saved) = match &args.device_map {
         Some(spec) => read_device_map(spec)?,
@@ -377,11 +392,16 @@ fn make_plan(args: &PlanArgs, out: Output) -> anyhow::Result<Planned> {
     for note in &plan.notes {
         out.note(note);
     }
+    let offload_folder = args
+        .offload_folder
+        .clone()
+        .unwrap_or_else(|| std::env::temp_dir().join("stowage-offload"));
     Ok(Planned {
         spec,
         inventory,
         plan,
         budgets,
+        offload_folder,
     })
 }
 

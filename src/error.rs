@@ -1,0 +1,99 @@
+//! The one error type of the `stowage` crate: the planner's errors, and what can go wrong
+//! while loading. Every variant names the file, and the tensor where there is one.
+
+use std::path::PathBuf;
+
+/// What can go wrong while planning or loading.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// Taking the inventory, reading budgets or placing failed.
+    #[error(transparent)]
+    Plan(#[from] stowage_planner::Error),
+
+    /// A file could not be opened, mapped, read or written.
+    #[error("cannot {action} `{path}`: {source}")]
+    Io {
+        /// What stowage was doing (`map`, `write`, `rename`, …).
+        action: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// What the operating system said.
+        source: std::io::Error,
+    },
+
+    /// A tensor's dtype cannot be loaded on the backend it was placed on.
+    #[error("`{path}`: tensor `{tensor}` is {dtype}, which stowage cannot load yet")]
+    UnsupportedDType {
+        /// The file.
+        path: PathBuf,
+        /// The tensor.
+        tensor: String,
+        /// Its dtype.
+        dtype: stowage_planner::DType,
+    },
+
+    /// The plan puts tensors on a GPU but this build has no GPU backend.
+    #[error(
+        "the plan puts `{tensor}` on GPU {index}, but stowage was built without the `cuda` feature; rebuild with `--features cuda`, or plan without GPUs (`--max-memory {index}=0`)"
+    )]
+    GpuNotCompiled {
+        /// The first tensor placed on a GPU.
+        tensor: String,
+        /// The GPU.
+        index: u32,
+    },
+
+    /// The offload folder cannot be used.
+    #[error("offload folder `{path}`: {reason}")]
+    OffloadFolder {
+        /// The folder.
+        path: PathBuf,
+        /// What is wrong, with a hint.
+        reason: String,
+    },
+
+    /// The plan does not belong to this inventory.
+    #[error("the plan does not match the model: {reason}; plan this model again")]
+    PlanMismatch {
+        /// What differs.
+        reason: String,
+    },
+
+    /// A tensor asked of a [`crate::TensorStore`] has another rank or kind.
+    #[error("tensor `{tensor}` has shape {shape:?}, not a rank-{rank} {kind} tensor")]
+    WrongKind {
+        /// The tensor.
+        tensor: String,
+        /// Its shape.
+        shape: Vec<usize>,
+        /// The rank asked for.
+        rank: usize,
+        /// `float`, `int` or `bool`.
+        kind: &'static str,
+    },
+
+    /// A tensor asked of a [`crate::TensorStore`] is not in it.
+    #[error("tensor `{tensor}` is not in the store")]
+    NotLoaded {
+        /// The tensor.
+        tensor: String,
+    },
+}
+
+impl Error {
+    pub(crate) fn io(
+        action: &'static str,
+        path: impl Into<PathBuf>,
+        source: std::io::Error,
+    ) -> Self {
+        Error::Io {
+            action,
+            path: path.into(),
+            source,
+        }
+    }
+}
+
+/// The `stowage` result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

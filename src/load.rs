@@ -1,0 +1,378 @@
+//! Loading a planned checkpoint into burn tensors, tensor by tensor, shard by shard.
+//!
+//! Each tensor goes from the memory-mapped file straight to its device: zero-copy when the
+//! CPU backend stores it as is (f32), converted in parallel otherwise (bf16/f16 → f32), and the
+//! file pages are released once consumed, so the host holds what is placed on the CPU plus the
+//! tensor in flight. Disk-placed tensors are not copied when the checkpoint already has the
+//! dtype asked for: the store records their byte range and reads them in when used; the others
+//! are converted once into the offload folder ([`crate::offload`]).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use burn::prelude::*;
+use burn::tensor::{AllocationProperty, Bytes, TensorData};
+use stowage_planner::{DType, Device, Inventory, Plan, TensorInfo, TensorSource};
+
+use crate::convert;
+use crate::error::{Error, Result};
+use crate::memory;
+use crate::mmap::MappedFile;
+use crate::offload::{self, OffloadTensor};
+use crate::report::{Checksum, DeviceLoad, LoadReport, OffloadSummary};
+use crate::store::{DiskTensor, StoredTensor, TensorStore};
+
+/// Called with `(bytes done, bytes in all)` after each tensor.
+pub type Progress = dyn Fn(u64, u64) + Send + Sync;
+
+/// How to load.
+pub struct LoadOptions {
+    /// Where tensors that must be converted for disk are written.
+    pub offload_folder: PathBuf,
+    /// Compute per-tensor checksums (f64 sums of the loaded values).
+    pub checksums: bool,
+    /// Progress callback.
+    pub progress: Option<Box<Progress>>,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        LoadOptions {
+            offload_folder: std::env::temp_dir().join("stowage-offload"),
+            checksums: false,
+            progress: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for LoadOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadOptions")
+            .field("offload_folder", &self.offload_folder)
+            .field("checksums", &self.checksums)
+            .field("progress", &self.progress.is_some())
+            .finish()
+    }
+}
+
+/// Bytes a tensor takes once loaded on `device` (the CPU backend stores floats as f32 and
+/// integers as i64).
+fn loaded_bytes(t: &TensorInfo, device: Device, disk_dtype: DType) -> u64 {
+    let elems = t.elems();
+    match device {
+        Device::Disk => disk_dtype.bytes_for(elems).unwrap_or(0),
+        _ if t.dtype.is_float() => elems * 4,
+        _ if t.dtype == DType::BOOL => elems,
+        _ => elems * 8,
+    }
+}
+
+/// Loads every tensor of `inventory` where `plan` puts it, onto the CPU backend `B` at
+/// `host` (GPUs need the `cuda` feature, not yet in this build).
+///
+/// ```
+/// use burn_ndarray::{NdArray, NdArrayDevice};
+/// use stowage::{Budgets, Inventory, InventoryOptions, LoadOptions, PlanOptions};
+/// # let dir = tempfile::tempdir().unwrap();
+/// # let path = dir.path().join("model.safetensors");
+/// # let json = br#"{"layers.0.w":{"dtype":"BF16","shape":[2,2],"data_offsets":[0,8]}}"#;
+/// # let mut bytes = (json.len() as u64).to_le_bytes().to_vec();
+/// # bytes.extend_from_slice(json);
+/// # bytes.extend_from_slice(&[0x80, 0x3f, 0, 0x40, 0, 0, 0x80, 0xbf]); // 1, 2, 0, -1 in bf16
+/// # std::fs::write(&path, bytes).unwrap();
+/// let inventory = Inventory::from_spec(path.to_str().unwrap(), &InventoryOptions::default())?;
+/// let budgets = Budgets { gpus: vec![], cpu_bytes: 1 << 20, disk_bytes: 1 << 20 };
+/// let plan = stowage::plan(&inventory, &budgets, &PlanOptions::default())?;
+/// let (store, report) =
+///     stowage::load_store::<NdArray>(&inventory, &plan, &NdArrayDevice::Cpu, &LoadOptions::default())?;
+/// let w = store.float::<2>("layers.0.w")?;
+/// assert_eq!(w.into_data().to_vec::<f32>().unwrap(), [1.0, 2.0, 0.0, -1.0]);
+/// assert_eq!(report.loaded, 1);
+/// # Ok::<(), stowage::Error>(())
+/// ```
+pub fn load_store<B: Backend>(
+    inventory: &Inventory,
+    plan: &Plan,
+    host: &B::Device,
+    opts: &LoadOptions,
+) -> Result<(TensorStore<B>, LoadReport)> {
+    if plan.tensor_devices.len() != inventory.tensors.len() {
+        return Err(Error::PlanMismatch {
+            reason: format!(
+                "the plan places {} tensors, the model has {}",
+                plan.tensor_devices.len(),
+                inventory.tensors.len()
+            ),
+        });
+    }
+    for f in &inventory.fingerprints {
+        f.check()?;
+    }
+    let started = Instant::now();
+    memory::reset_peak();
+
+    // GPUs are not in this build: fail before reading anything.
+    if let Some((i, &Device::Gpu(index))) = plan
+        .tensor_devices
+        .iter()
+        .enumerate()
+        .find(|(_, d)| d.is_gpu())
+    {
+        return Err(Error::GpuNotCompiled {
+            tensor: inventory.tensors[i].name.clone(),
+            index,
+        });
+    }
+
+    let mut files: HashMap<PathBuf, MappedFile> = HashMap::new();
+    let mut map = |path: &Path| -> Result<MappedFile> {
+        if let Some(f) = files.get(path) {
+            return Ok(f.clone());
+        }
+        let f = MappedFile::open(path)?;
+        files.insert(path.to_path_buf(), f.clone());
+        Ok(f)
+    };
+
+    let total: u64 = inventory
+        .tensors
+        .iter()
+        .filter(|t| t.tied_to.is_none())
+        .map(|t| t.stored_bytes())
+        .sum();
+    let mut done = 0u64;
+    let mut store = TensorStore::new(host.clone());
+    let mut report = LoadReport {
+        loaded: 0,
+        tied: Vec::new(),
+        disk_in_place: 0,
+        offload: None,
+        devices: Vec::new(),
+        bytes_read: 0,
+        seconds: 0.0,
+        memory: memory::Memory::default(),
+        checksums: Vec::new(),
+    };
+    let mut actual: HashMap<Device, u64> = HashMap::new();
+    let mut to_offload: Vec<(usize, OffloadTensor)> = Vec::new();
+    let mut slots: Vec<Option<(Device, StoredTensor<B>)>> = vec![None; inventory.tensors.len()];
+
+    // Shard by shard, each in offset order: the mapping is read front to back.
+    let mut order: Vec<usize> = (0..inventory.tensors.len()).collect();
+    let key = |i: &usize| match &inventory.tensors[*i].source {
+        TensorSource::File { path, start, .. } => (Some(path.clone()), *start),
+        TensorSource::Config => (None, 0),
+    };
+    order.sort_by_key(key);
+
+    for i in order {
+        let t = &inventory.tensors[i];
+        if t.tied_to.is_some() {
+            continue;
+        }
+        let device = plan.tensor_devices[i];
+        let TensorSource::File { path, start, end } = &t.source else {
+            return Err(Error::PlanMismatch {
+                reason: format!(
+                    "tensor `{}` comes from a config, not a checkpoint: there are no weights to load",
+                    t.name
+                ),
+            });
+        };
+        let file = map(path)?;
+        if *end as usize > file.len() {
+            return Err(Error::Plan(stowage_planner::Error::FileChanged {
+                path: path.clone(),
+                then: (*end, 0),
+                now: (file.len() as u64, 0),
+            }));
+        }
+        let shape: Vec<usize> = t.shape.iter().map(|&d| d as usize).collect();
+        let unsupported = || Error::UnsupportedDType {
+            path: path.clone(),
+            tensor: t.name.clone(),
+            dtype: t.dtype,
+        };
+        let disk_dtype = t.dtype.sized_as(plan.dtype);
+        let stored = match device {
+            Device::Gpu(_) => unreachable!("checked above"),
+            Device::Disk if disk_dtype == t.dtype => {
+                report.disk_in_place += 1;
+                StoredTensor::Disk(DiskTensor {
+                    path: path.clone(),
+                    start: *start,
+                    end: *end,
+                    dtype: t.dtype,
+                    shape: shape.clone(),
+                })
+            }
+            Device::Disk => {
+                to_offload.push((
+                    i,
+                    OffloadTensor {
+                        name: t.name.clone(),
+                        file: file.clone(),
+                        start: *start,
+                        end: *end,
+                        stored: t.dtype,
+                        target: disk_dtype,
+                        shape: shape.clone(),
+                    },
+                ));
+                done += end - start;
+                report.bytes_read += end - start;
+                if let Some(p) = &opts.progress {
+                    p(done, total);
+                }
+                continue;
+            }
+            Device::Cpu => {
+                let bytes = file.slice(*start, *end);
+                if t.dtype.is_float() {
+                    let aligned = (bytes.as_ptr() as usize).is_multiple_of(4);
+                    let (tensor, sums) = if t.dtype == DType::F32 && aligned {
+                        // Zero copy: burn-ndarray keeps the mapped pages as its storage.
+                        let data = TensorData::from_bytes(
+                            Bytes::from_shared(file.shared(*start, *end), AllocationProperty::File),
+                            [bytes.len() / 4],
+                            burn::tensor::DType::F32,
+                        );
+                        let sums = opts.checksums.then(|| {
+                            convert::sums_f32(&convert::to_f32(DType::F32, bytes).expect("f32"))
+                        });
+                        (Tensor::<B, 1>::from_data(data, host), sums)
+                    } else {
+                        let values = convert::to_f32(t.dtype, bytes).ok_or_else(unsupported)?;
+                        file.release(*start, *end);
+                        let sums = opts.checksums.then(|| convert::sums_f32(&values));
+                        let n = values.len();
+                        (
+                            Tensor::<B, 1>::from_data(TensorData::new(values, [n]), host),
+                            sums,
+                        )
+                    };
+                    if let Some((sum, abs_sum)) = sums {
+                        report.checksums.push((
+                            t.name.clone(),
+                            Checksum {
+                                device,
+                                shape: shape.clone(),
+                                sum,
+                                abs_sum,
+                            },
+                        ));
+                    }
+                    StoredTensor::Float {
+                        tensor,
+                        shape: shape.clone(),
+                    }
+                } else if t.dtype == DType::BOOL {
+                    let values = convert::to_bool(bytes);
+                    let n = values.len();
+                    StoredTensor::Bool {
+                        tensor: Tensor::from_data(TensorData::new(values, [n]), host),
+                        shape: shape.clone(),
+                    }
+                } else {
+                    let values = convert::to_i64(t.dtype, bytes).ok_or_else(unsupported)?;
+                    if opts.checksums {
+                        let (sum, abs_sum) = convert::sums_i64(&values);
+                        report.checksums.push((
+                            t.name.clone(),
+                            Checksum {
+                                device,
+                                shape: shape.clone(),
+                                sum,
+                                abs_sum,
+                            },
+                        ));
+                    }
+                    let n = values.len();
+                    StoredTensor::Int {
+                        tensor: Tensor::from_data(TensorData::new(values, [n]), host),
+                        shape: shape.clone(),
+                    }
+                }
+            }
+        };
+        *actual.entry(device).or_default() += loaded_bytes(t, device, disk_dtype);
+        slots[i] = Some((device, stored));
+        done += end - start;
+        report.bytes_read += end - start;
+        if let Some(p) = &opts.progress {
+            p(done, total);
+        }
+    }
+
+    if !to_offload.is_empty() {
+        let tensors: Vec<OffloadTensor> = to_offload.iter().map(|(_, t)| t.clone()).collect();
+        let done_offload =
+            offload::prepare(&opts.offload_folder, &inventory.fingerprints, &tensors)?;
+        for ((i, t), (_, disk)) in to_offload.iter().zip(done_offload.tensors) {
+            *actual.entry(Device::Disk).or_default() += disk.end - disk.start;
+            let _ = t;
+            slots[*i] = Some((Device::Disk, StoredTensor::Disk(disk)));
+        }
+        report.offload = Some(OffloadSummary {
+            folder: opts.offload_folder.clone(),
+            tensors: tensors.len(),
+            written_bytes: done_offload.written_bytes,
+            reused: done_offload.reused,
+        });
+    }
+
+    // Disk tensors' checksums are taken from the bytes they will be read from.
+    if opts.checksums {
+        for (i, slot) in slots.iter().enumerate() {
+            if let Some((device, StoredTensor::Disk(d))) = slot {
+                let bytes = d.read()?;
+                let (sum, abs_sum) = match convert::to_f32(d.dtype, &bytes) {
+                    Some(v) => convert::sums_f32(&v),
+                    None => convert::to_i64(d.dtype, &bytes)
+                        .map(|v| convert::sums_i64(&v))
+                        .unwrap_or_default(),
+                };
+                report.checksums.push((
+                    inventory.tensors[i].name.clone(),
+                    Checksum {
+                        device: *device,
+                        shape: d.shape.clone(),
+                        sum,
+                        abs_sum,
+                    },
+                ));
+            }
+        }
+    }
+
+    // Tied tensors share their owner's storage.
+    for (i, t) in inventory.tensors.iter().enumerate() {
+        if let Some(owner) = t.tied_to.as_deref() {
+            let o = inventory.find(owner).ok_or_else(|| Error::PlanMismatch {
+                reason: format!("`{}` is tied to `{owner}`, which the model lacks", t.name),
+            })?;
+            slots[i] = slots[o].clone();
+            report.tied.push((t.name.clone(), owner.to_string()));
+        }
+    }
+    for (i, slot) in slots.into_iter().enumerate() {
+        if let Some((device, stored)) = slot {
+            store.insert(inventory.tensors[i].name.clone(), device, stored);
+            report.loaded += 1;
+        }
+    }
+    report.checksums.sort_by(|a, b| a.0.cmp(&b.0));
+    report.devices = plan
+        .devices
+        .iter()
+        .map(|d| DeviceLoad {
+            device: d.device,
+            planned_bytes: d.used_bytes,
+            actual_bytes: actual.get(&d.device).copied().unwrap_or(0),
+        })
+        .collect();
+    report.seconds = started.elapsed().as_secs_f64();
+    report.memory = memory::current();
+    Ok((store, report))
+}

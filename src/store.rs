@@ -1,0 +1,176 @@
+//! The `state_dict` analogue: every tensor of a checkpoint, loaded by name onto its planned
+//! device, with no model struct needed.
+
+use std::collections::HashMap;
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+
+use burn::prelude::*;
+use burn::tensor::{Bool, Int, TensorData};
+use stowage_planner::{DType, Device};
+
+use crate::convert;
+use crate::error::{Error, Result};
+
+/// A tensor left on disk: a byte range of a safetensors file (the checkpoint itself when its
+/// dtype is the one asked for, else the offload folder), read in when used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiskTensor {
+    /// The file.
+    pub path: PathBuf,
+    /// First byte of the data in the file.
+    pub start: u64,
+    /// One past the last byte.
+    pub end: u64,
+    /// Element type of those bytes.
+    pub dtype: DType,
+    /// Dimensions.
+    pub shape: Vec<usize>,
+}
+
+impl DiskTensor {
+    /// Reads the bytes.
+    pub fn read(&self) -> Result<Vec<u8>> {
+        let file = std::fs::File::open(&self.path).map_err(|e| Error::io("open", &self.path, e))?;
+        let mut buf = vec![0u8; (self.end - self.start) as usize];
+        file.read_exact_at(&mut buf, self.start)
+            .map_err(|e| Error::io("read", &self.path, e))?;
+        Ok(buf)
+    }
+}
+
+/// One loaded tensor. Shapes are kept beside flat tensors, so any rank can be asked for.
+#[derive(Debug, Clone)]
+pub enum StoredTensor<B: Backend> {
+    /// A floating tensor on its device (f32 on the CPU backend).
+    Float {
+        /// The values, flat.
+        tensor: Tensor<B, 1>,
+        /// Dimensions.
+        shape: Vec<usize>,
+    },
+    /// An integer tensor on its device.
+    Int {
+        /// The values, flat.
+        tensor: Tensor<B, 1, Int>,
+        /// Dimensions.
+        shape: Vec<usize>,
+    },
+    /// A boolean tensor on its device.
+    Bool {
+        /// The values, flat.
+        tensor: Tensor<B, 1, Bool>,
+        /// Dimensions.
+        shape: Vec<usize>,
+    },
+    /// A tensor left on disk, read in on demand.
+    Disk(DiskTensor),
+}
+
+impl<B: Backend> StoredTensor<B> {
+    /// The tensor's dimensions.
+    pub fn shape(&self) -> &[usize] {
+        match self {
+            StoredTensor::Float { shape, .. }
+            | StoredTensor::Int { shape, .. }
+            | StoredTensor::Bool { shape, .. } => shape,
+            StoredTensor::Disk(d) => &d.shape,
+        }
+    }
+}
+
+/// Tensors by name, each on the device the plan gave it.
+#[derive(Debug)]
+pub struct TensorStore<B: Backend> {
+    entries: Vec<(String, Device, StoredTensor<B>)>,
+    index: HashMap<String, usize>,
+    /// Where disk tensors are brought in.
+    host: B::Device,
+}
+
+impl<B: Backend> TensorStore<B> {
+    pub(crate) fn new(host: B::Device) -> Self {
+        TensorStore {
+            entries: Vec::new(),
+            index: HashMap::new(),
+            host,
+        }
+    }
+
+    pub(crate) fn insert(&mut self, name: String, device: Device, tensor: StoredTensor<B>) {
+        self.index.insert(name.clone(), self.entries.len());
+        self.entries.push((name, device, tensor));
+    }
+
+    /// Number of tensors.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether the store is empty.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The tensor called `name`, as stored.
+    pub fn get(&self, name: &str) -> Option<&StoredTensor<B>> {
+        self.index.get(name).map(|&i| &self.entries[i].2)
+    }
+
+    /// The device the plan gave `name`.
+    pub fn device_of(&self, name: &str) -> Option<Device> {
+        self.index.get(name).map(|&i| self.entries[i].1)
+    }
+
+    /// Names, devices and tensors, in load (execution) order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, Device, &StoredTensor<B>)> {
+        self.entries.iter().map(|(n, d, t)| (n.as_str(), *d, t))
+    }
+
+    /// The floating tensor `name` with rank `D`; a disk tensor is read in onto the host
+    /// device.
+    pub fn float<const D: usize>(&self, name: &str) -> Result<Tensor<B, D>> {
+        let stored = self.get(name).ok_or_else(|| Error::NotLoaded {
+            tensor: name.into(),
+        })?;
+        let wrong = || Error::WrongKind {
+            tensor: name.into(),
+            shape: stored.shape().to_vec(),
+            rank: D,
+            kind: "float",
+        };
+        let dims: [usize; D] = stored.shape().to_vec().try_into().map_err(|_| wrong())?;
+        match stored {
+            StoredTensor::Float { tensor, .. } => Ok(tensor.clone().reshape(dims)),
+            StoredTensor::Disk(d) => {
+                let bytes = d.read()?;
+                let values = convert::to_f32(d.dtype, &bytes).ok_or_else(wrong)?;
+                Ok(Tensor::from_data(TensorData::new(values, dims), &self.host))
+            }
+            _ => Err(wrong()),
+        }
+    }
+
+    /// The integer tensor `name` with rank `D`.
+    pub fn int<const D: usize>(&self, name: &str) -> Result<Tensor<B, D, Int>> {
+        let stored = self.get(name).ok_or_else(|| Error::NotLoaded {
+            tensor: name.into(),
+        })?;
+        let wrong = || Error::WrongKind {
+            tensor: name.into(),
+            shape: stored.shape().to_vec(),
+            rank: D,
+            kind: "int",
+        };
+        let dims: [usize; D] = stored.shape().to_vec().try_into().map_err(|_| wrong())?;
+        match stored {
+            StoredTensor::Int { tensor, .. } => Ok(tensor.clone().reshape(dims)),
+            StoredTensor::Disk(d) => {
+                let bytes = d.read()?;
+                let values = convert::to_i64(d.dtype, &bytes).ok_or_else(wrong)?;
+                Ok(Tensor::from_data(TensorData::new(values, dims), &self.host))
+            }
+            _ => Err(wrong()),
+        }
+    }
+}
