@@ -31,6 +31,10 @@ pub struct PlanOptions {
     pub runtime: RuntimeOptions,
     /// An explicit device map to check and use instead of a strategy.
     pub device_map: Option<DeviceMap>,
+    /// The dtype the CPU backend stores floats in, to size what is placed on cpu (stowage's
+    /// CPU backend, burn-ndarray, stores f32: a bf16 tensor takes twice its checkpoint size
+    /// there). `None` sizes cpu like the other devices. Ignored with [`Compat::Accelerate`].
+    pub cpu_float: Option<DType>,
 }
 
 /// A placed unit: a module placed whole, or a single tensor.
@@ -191,7 +195,12 @@ pub fn plan(inventory: &Inventory, budgets: &Budgets, opts: &PlanOptions) -> Res
         options.runtime = RuntimeOptions::off();
     }
     let runtime = RuntimeCosts::estimate(inventory, dtype, &options.runtime);
-    let ctx = Ctx::new(inventory, budgets, dtype, &runtime);
+    let cpu_float = if opts.compat == Compat::Accelerate {
+        None
+    } else {
+        opts.cpu_float
+    };
+    let ctx = Ctx::new(inventory, budgets, dtype, cpu_float, &runtime);
     let placed = match (opts.compat, opts.strategy) {
         _ if opts.device_map.is_some() => {
             place::explicit::place(&ctx, opts.device_map.as_ref().expect("checked"))?

@@ -338,7 +338,11 @@ pub fn make_plan(args: &PlanInputs, out: Output) -> anyhow::Result<Planned> {
 
     let mut options = match saved.as_ref().and_then(|s| s.get("options")) {
         Some(o) => options_from_json(o)?,
-        None => PlanOptions::default(),
+        // Stowage's CPU backend (burn-ndarray) stores floats as f32: size cpu for that.
+        None => PlanOptions {
+            cpu_float: Some(DType::F32),
+            ..PlanOptions::default()
+        },
     };
     if let Some(s) = args.strategy {
         options.strategy = match s {

@@ -59,6 +59,7 @@ pub fn options_json(o: &PlanOptions) -> Value {
         "batch": o.runtime.batch,
         "gpu_overhead_bytes": o.runtime.gpu_overhead_bytes,
         "explicit_device_map": o.device_map.is_some(),
+        "cpu_float": o.cpu_float.map(|d| d.as_str().to_ascii_lowercase()),
     })
 }
 
@@ -91,6 +92,12 @@ pub fn options_from_json(v: &Value) -> anyhow::Result<PlanOptions> {
         batch: n("batch").unwrap_or(d.batch),
         gpu_overhead_bytes: n("gpu_overhead_bytes").unwrap_or(d.gpu_overhead_bytes),
     };
+    let cpu_float = match s("cpu_float") {
+        Some(d) => {
+            Some(DType::from_user(d).with_context(|| format!("saved options: cpu_float `{d}`"))?)
+        }
+        None => None,
+    };
     Ok(PlanOptions {
         strategy,
         dtype,
@@ -98,5 +105,6 @@ pub fn options_from_json(v: &Value) -> anyhow::Result<PlanOptions> {
         offload_order,
         runtime,
         device_map: None,
+        cpu_float,
     })
 }

@@ -138,6 +138,15 @@ pub fn write_plan(
     writeln!(w, "{table}")?;
     let has_gpu = plan.devices.iter().any(|d| d.device.is_gpu());
     let on = |dev: Device| plan.used_on(dev);
+    let cpu_note = match plan.options.cpu_float {
+        Some(f) if on(Device::Cpu) > 0 && plan.dtype != Some(f) => {
+            format!(
+                " (floats as {}, as the CPU backend stores them)",
+                f.as_str().to_ascii_lowercase()
+            )
+        }
+        _ => String::new(),
+    };
     if has_gpu {
         let gpu: u64 = plan
             .devices
@@ -147,18 +156,20 @@ pub fn write_plan(
             .sum();
         writeln!(
             w,
-            "total {}: {} on GPUs, {} offloaded to cpu, {} to disk",
+            "total {}: {} on GPUs, {} offloaded to cpu{}, {} to disk",
             format_bytes(plan.total_bytes),
             format_bytes(gpu),
             format_bytes(on(Device::Cpu)),
+            cpu_note,
             format_bytes(on(Device::Disk)),
         )?;
     } else {
         writeln!(
             w,
-            "total {}: {} on cpu, {} offloaded to disk",
+            "total {}: {} on cpu{}, {} offloaded to disk",
             format_bytes(plan.total_bytes),
             format_bytes(on(Device::Cpu)),
+            cpu_note,
             format_bytes(on(Device::Disk)),
         )?;
     }

@@ -8,5 +8,6 @@ mod explicit;
 mod fixtures;
 mod hub;
 mod inventory;
+mod load;
 mod snapshots;
 mod strategies;

@@ -291,9 +291,10 @@ fn experts_first_offloads_only_experts() {
         "optimal",
         "--json",
     ]));
-    assert_eq!(
-        last["device_map"]["lm_head"], "cpu",
-        "by default the head leaves first"
+    assert!(
+        !last["device_map"]["lm_head"].is_number(),
+        "by default the head leaves the GPUs first: {}",
+        last["device_map"]
     );
     let err = stowage(&[
         "plan",

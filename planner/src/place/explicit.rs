@@ -90,10 +90,7 @@ pub(crate) fn place(ctx: &Ctx, map: &DeviceMap) -> Result<Placed> {
             let tensors: Vec<usize> = (0..inv.tensors.len())
                 .filter(|&i| entry_of[i] == Some(e))
                 .collect();
-            let bytes = tensors
-                .iter()
-                .map(|&i| inv.tensor_bytes(i, ctx.dtype))
-                .sum();
+            let bytes = tensors.iter().map(|&i| ctx.tensor_on(i, *device)).sum();
             Unit {
                 path: path.clone(),
                 tensors,

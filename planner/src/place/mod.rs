@@ -119,48 +119,85 @@ pub(crate) fn atoms(inv: &Inventory) -> Vec<Entry<'_>> {
     out
 }
 
+/// Sizes of the tensors as one kind of device stores them: prefix sums (so any module's bytes
+/// are one subtraction, tensors being numbered depth first) and, per tensor, the bytes of the
+/// atom holding it (what must be brought in at once when it runs offloaded).
+struct Sizing {
+    prefix: Vec<u64>,
+    atom: Vec<u64>,
+}
+
+impl Sizing {
+    fn new(inv: &Inventory, size: impl Fn(&crate::tensor::TensorInfo) -> u64) -> Sizing {
+        let mut prefix = Vec::with_capacity(inv.tensors.len() + 1);
+        prefix.push(0u64);
+        for t in &inv.tensors {
+            let last = *prefix.last().expect("starts with 0");
+            prefix.push(last.saturating_add(size(t)));
+        }
+        let mut atom = vec![0u64; inv.tensors.len()];
+        for a in atoms(inv) {
+            let range = match a {
+                Entry::Module(m) => m.range.clone(),
+                Entry::Tensor(i) => i..i + 1,
+            };
+            let bytes = prefix[range.end] - prefix[range.start];
+            atom[range].fill(bytes);
+        }
+        Sizing { prefix, atom }
+    }
+
+    fn of(&self, e: Entry) -> u64 {
+        let range = match e {
+            Entry::Module(m) => m.range.clone(),
+            Entry::Tensor(i) => i..i + 1,
+        };
+        self.prefix[range.end] - self.prefix[range.start]
+    }
+}
+
 /// What a plan is computed against: the inventory, the budgets, the sizing dtype and the
 /// run-time room.
 pub(crate) struct Ctx<'a> {
     pub inv: &'a Inventory,
     pub budgets: &'a Budgets,
-    pub dtype: Option<DType>,
     pub runtime: &'a RuntimeCosts,
-    /// `prefix[i]`: bytes of tensors `0..i`, so any module's weights are one subtraction.
-    prefix: Vec<u64>,
-    /// For each tensor, the bytes of the atom (no-split unit, or lone tensor) holding it: what
-    /// must be brought in at once when it runs offloaded.
-    atom_bytes: Vec<u64>,
+    /// Sizes on GPUs and disk: floats as `dtype` asks.
+    device: Sizing,
+    /// Sizes on cpu: floats as the CPU backend stores them, when that differs.
+    cpu: Option<Sizing>,
 }
 
 impl<'a> Ctx<'a> {
+    /// `cpu_float`: the dtype the CPU backend stores floats in (`None`: as on other devices).
     pub fn new(
         inv: &'a Inventory,
         budgets: &'a Budgets,
         dtype: Option<DType>,
+        cpu_float: Option<DType>,
         runtime: &'a RuntimeCosts,
     ) -> Self {
-        let mut prefix = Vec::with_capacity(inv.tensors.len() + 1);
-        prefix.push(0u64);
-        for t in &inv.tensors {
-            let last = *prefix.last().expect("starts with 0");
-            prefix.push(last.saturating_add(t.bytes_as(dtype)));
-        }
-        let mut atom_bytes = vec![0u64; inv.tensors.len()];
-        for atom in atoms(inv) {
-            let (range, bytes) = match atom {
-                Entry::Module(m) => (m.range.clone(), prefix[m.range.end] - prefix[m.range.start]),
-                Entry::Tensor(i) => (i..i + 1, prefix[i + 1] - prefix[i]),
-            };
-            atom_bytes[range].fill(bytes);
-        }
+        let device = Sizing::new(inv, |t| t.bytes_as(dtype));
+        let cpu = cpu_float.map(|f| {
+            Sizing::new(inv, |t| match t.tied_to {
+                Some(_) => 0,
+                None if t.dtype.is_float() => f.bytes_for(t.elems()).unwrap_or(u64::MAX),
+                None => t.bytes_as(dtype),
+            })
+        });
         Ctx {
             inv,
             budgets,
-            dtype,
             runtime,
-            prefix,
-            atom_bytes,
+            device,
+            cpu,
+        }
+    }
+
+    fn sizing(&self, device: Device) -> &Sizing {
+        match (&self.cpu, device) {
+            (Some(cpu), Device::Cpu) => cpu,
+            _ => &self.device,
         }
     }
 
@@ -180,20 +217,21 @@ impl<'a> Ctx<'a> {
             .map_or(Device::Cpu, |g| Device::Gpu(g.index))
     }
 
-    pub fn weights(&self, e: Entry) -> u64 {
-        match e {
-            Entry::Module(m) => self.prefix[m.range.end] - self.prefix[m.range.start],
-            Entry::Tensor(i) => self.prefix[i + 1] - self.prefix[i],
-        }
+    /// Bytes of tensor `i` on `device`.
+    pub fn tensor_on(&self, i: usize, device: Device) -> u64 {
+        self.weights_on(Entry::Tensor(i), device)
     }
 
-    /// The largest atom in `unit`: the most that must be brought in at once to run it.
-    pub fn largest_atom(&self, unit: &Unit) -> u64 {
-        unit.tensors
-            .iter()
-            .map(|&t| self.atom_bytes[t])
-            .max()
-            .unwrap_or(0)
+    /// Bytes of `e`'s weights on `device` (cpu may store floats wider).
+    pub fn weights_on(&self, e: Entry, device: Device) -> u64 {
+        self.sizing(device).of(e)
+    }
+
+    /// The largest atom in `unit`, sized as on `device`: the most that must be brought in at
+    /// once to run it there.
+    pub fn largest_atom(&self, unit: &Unit, on: Device) -> u64 {
+        let atom = &self.sizing(on).atom;
+        unit.tensors.iter().map(|&t| atom[t]).max().unwrap_or(0)
     }
 
     pub fn kv(&self, e: Entry) -> u64 {
@@ -210,7 +248,7 @@ impl<'a> Ctx<'a> {
         } else {
             self.kv(e)
         };
-        self.weights(e).saturating_add(kv)
+        self.weights_on(e, device).saturating_add(kv)
     }
 
     /// Room a device keeps for running the model: overhead and activations on GPUs, and
@@ -287,11 +325,14 @@ pub(crate) fn with_offload_reserve(
         let need_exec = units
             .iter()
             .filter(offloaded)
-            .map(|u| ctx.largest_atom(u))
+            .map(|u| ctx.largest_atom(u, exec))
             .max()
             .unwrap_or(0);
         let on_disk = || units.iter().filter(|u| u.device == Device::Disk);
-        let largest_disk = on_disk().map(|u| ctx.largest_atom(u)).max().unwrap_or(0);
+        let largest_disk = on_disk()
+            .map(|u| ctx.largest_atom(u, Device::Cpu))
+            .max()
+            .unwrap_or(0);
         let disk_kv: u64 = on_disk().map(|u| ctx.runtime.kv_under(&u.path)).sum();
         // With no GPU the execution device is cpu: one reserve covers both needs.
         let need = if exec == Device::Cpu {
@@ -379,7 +420,7 @@ pub(crate) fn fill(
                 units.push(Unit {
                     path: entry.path(ctx.inv),
                     tensors: entry.tensors(),
-                    bytes: ctx.weights(entry),
+                    bytes: ctx.weights_on(entry, device),
                     kv_bytes: 0,
                     device,
                 });

@@ -194,15 +194,14 @@ fn make_atoms(ctx: &Ctx, order: OffloadOrder) -> Vec<Atom> {
 
 pub(crate) fn place(ctx: &Ctx, order: OffloadOrder) -> Result<Placed> {
     let atoms = make_atoms(ctx, order);
-    let weights: Vec<u64> = atoms
-        .iter()
-        .map(|a| {
-            a.tensors
-                .iter()
-                .map(|&t| ctx.inv.tensor_bytes(t, ctx.dtype))
-                .sum()
-        })
-        .collect();
+    let sizes = |on: Device| -> Vec<u64> {
+        atoms
+            .iter()
+            .map(|a| a.tensors.iter().map(|&t| ctx.tensor_on(t, on)).sum())
+            .collect()
+    };
+    let weights = sizes(Device::Disk);
+    let weights_cpu = sizes(Device::Cpu);
     let kv: Vec<u64> = atoms
         .iter()
         .map(|a| {
@@ -272,7 +271,7 @@ pub(crate) fn place(ctx: &Ctx, order: OffloadOrder) -> Result<Placed> {
         let mut on_disk = false;
         let mut to_cpu: Vec<(&str, &str)> = Vec::new();
         for j in (0..atoms.len()).filter(|&j| off[j]) {
-            let cpu_cost = weights[j] + kv[j];
+            let cpu_cost = weights_cpu[j] + kv[j];
             let why = if order == OffloadOrder::ExpertsFirst && atoms[j].experts {
                 "routed experts leave the GPUs first"
             } else {
@@ -324,11 +323,15 @@ pub(crate) fn place(ctx: &Ctx, order: OffloadOrder) -> Result<Placed> {
         let units = atoms
             .iter()
             .zip(&device)
-            .zip(&weights)
-            .map(|((a, &d), &w)| Unit {
+            .enumerate()
+            .map(|(j, (a, &d))| Unit {
                 path: a.path.clone(),
                 tensors: a.tensors.clone(),
-                bytes: w,
+                bytes: if d == Device::Cpu {
+                    weights_cpu[j]
+                } else {
+                    weights[j]
+                },
                 kv_bytes: 0,
                 device: d,
             })
