@@ -297,9 +297,11 @@ pub fn load_store<B: Backend>(
             }
         };
         *actual.entry(device).or_default() += loaded_bytes(t, device, disk_dtype);
+        if device != Device::Disk {
+            report.bytes_read += end - start;
+        }
         slots[i] = Some((device, stored));
         done += end - start;
-        report.bytes_read += end - start;
         if let Some(p) = &opts.progress {
             p(done, total);
         }

@@ -56,7 +56,7 @@ pub struct LoadReport {
     pub offload: Option<OffloadSummary>,
     /// Bytes per device.
     pub devices: Vec<DeviceLoad>,
-    /// Checkpoint bytes read.
+    /// Checkpoint bytes read (tensors left in place on disk are not read).
     pub bytes_read: u64,
     /// Wall time of the load, in seconds.
     pub seconds: f64,

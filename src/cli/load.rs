@@ -119,7 +119,7 @@ fn report_json(spec: &str, r: &LoadReport) -> Value {
     v
 }
 
-fn write_report(w: &mut impl Write, spec: &str, r: &LoadReport) -> std::io::Result<()> {
+pub fn write_report(w: &mut impl Write, spec: &str, r: &LoadReport) -> std::io::Result<()> {
     writeln!(
         w,
         "{spec}: loaded {} tensors ({} tied, {} left in place on disk) in {:.2} s, {} read at {:.2} GB/s",

@@ -1,5 +1,6 @@
 //! Argument parsing and dispatch for the `stowage` binary.
 
+mod demo;
 mod diff;
 mod load;
 mod plan;
@@ -42,6 +43,8 @@ enum Command {
     Plan(Box<plan::PlanArgs>),
     /// Plan, then load every tensor onto its device, and report what it took
     Load(Box<load::LoadArgs>),
+    /// Write a ~1 GiB llama-shaped checkpoint, plan it with part on disk, load it, report
+    Demo(demo::DemoArgs),
     /// Show what changes between two plans saved with `stowage plan --json`
     Diff(DiffFiles),
 }
@@ -106,6 +109,7 @@ pub fn run() -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Plan(args) => plan::run(*args, out),
         Command::Load(args) => load::run(*args, out),
+        Command::Demo(args) => demo::run(args, out),
         Command::Diff(files) => {
             let read = |p: &std::path::Path| -> anyhow::Result<serde_json::Value> {
                 let text = std::fs::read_to_string(p)
