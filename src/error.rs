@@ -60,6 +60,40 @@ pub enum Error {
         reason: String,
     },
 
+    /// A model parameter has no tensor in the checkpoint.
+    #[error(
+        "the model's parameter `{param}` has no tensor `{tensor}` in {files}; add a rename (ModuleLoadOptions::renames) or allow it (ModuleLoadOptions::allow_missing)"
+    )]
+    MissingTensor {
+        /// The parameter's path in the model.
+        param: String,
+        /// The checkpoint name it maps to (after renames).
+        tensor: String,
+        /// The checkpoint files looked in.
+        files: String,
+    },
+
+    /// A checkpoint tensor's shape does not fit the model parameter it maps to.
+    #[error("{0}")]
+    ShapeMismatch(Box<ShapeMismatch>),
+
+    /// A checkpoint tensor's element kind does not fit the parameter (float vs integer).
+    #[error(
+        "the model's parameter `{param}` is a {kind} tensor but {file} stores `{tensor}` as {dtype}"
+    )]
+    KindMismatch {
+        /// The parameter.
+        param: String,
+        /// `float`, `int` or `bool`.
+        kind: &'static str,
+        /// The tensor.
+        tensor: String,
+        /// Its dtype.
+        dtype: stowage_planner::DType,
+        /// Its file.
+        file: String,
+    },
+
     /// A tensor asked of a [`crate::TensorStore`] has another rank or kind.
     #[error("tensor `{tensor}` has shape {shape:?}, not a rank-{rank} {kind} tensor")]
     WrongKind {
@@ -79,6 +113,34 @@ pub enum Error {
         /// The tensor.
         tensor: String,
     },
+}
+
+/// The facts of [`Error::ShapeMismatch`].
+#[derive(Debug)]
+pub struct ShapeMismatch {
+    /// The tensor.
+    pub tensor: String,
+    /// Its file.
+    pub file: String,
+    /// The parameter.
+    pub param: String,
+    /// The shape the parameter needs (checkpoint layout).
+    pub expected: Vec<u64>,
+    /// The tensor's shape.
+    pub got: Vec<u64>,
+    /// A hint, starting with a space, or empty.
+    pub hint: String,
+}
+
+impl std::fmt::Display for ShapeMismatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "tensor `{}` in {} has shape {:?} but the model's parameter `{}` needs {:?}{}; set \
+             ModuleLoadOptions::ignore_mismatched_sizes to keep the parameter's own init",
+            self.tensor, self.file, self.got, self.param, self.expected, self.hint
+        )
+    }
 }
 
 impl Error {

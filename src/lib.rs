@@ -13,13 +13,21 @@ mod load;
 mod memory;
 #[allow(unsafe_code)]
 mod mmap;
+mod module;
 mod offload;
+mod rename;
 mod report;
 mod store;
+pub mod synthetic;
 
-pub use error::{Error, Result};
+pub use error::{Error, Result, ShapeMismatch};
 pub use load::{LoadOptions, Progress, load_store};
 pub use memory::Memory;
+pub use module::{
+    Mismatch, ModuleCheck, ModuleLoadOptions, ModuleLoadReport, WeightLayout, check_module, load,
+    module_tensors,
+};
+pub use rename::{Rename, Renames};
 pub use report::{Checksum, DeviceLoad, LoadReport, OffloadSummary};
 pub use store::{DiskTensor, StoredTensor, TensorStore};
 

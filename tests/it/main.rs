@@ -9,5 +9,6 @@ mod fixtures;
 mod hub;
 mod inventory;
 mod load;
+mod module;
 mod snapshots;
 mod strategies;
