@@ -80,6 +80,8 @@ fn child(scenario: &str, dir: &Path) {
     std::fs::write("/proc/self/clear_refs", "5").unwrap();
     let started = Instant::now();
     let mut cpu_bytes = 0u64;
+    // What the scenario loaded stays alive until memory is read.
+    let mut keep: Vec<Box<dyn std::any::Any>> = Vec::new();
     match scenario {
         "read_reused" => {
             let mut buf = vec![0u8; 64 << 20];
@@ -107,7 +109,7 @@ fn child(scenario: &str, dir: &Path) {
                 );
             }
             cpu_bytes = kept.iter().map(|v| v.len() as u64 * 4).sum();
-            std::hint::black_box(&kept);
+            keep.push(Box::new(kept));
         }
         _ => {
             let (inv, plan) = (inv.unwrap(), plan.unwrap());
@@ -128,11 +130,12 @@ fn child(scenario: &str, dir: &Path) {
                 .filter(|d| d.device == stowage::Device::Cpu)
                 .map(|d| d.actual_bytes)
                 .sum();
-            std::hint::black_box(&store);
+            keep.push(Box::new(store));
         }
     }
     let secs = started.elapsed().as_secs_f64();
     let (hwm, anon, file) = status();
+    drop(keep);
     println!(
         "{}",
         serde_json::json!({"scenario": scenario, "seconds": secs, "bytes": total, "peak": hwm, "anon": anon, "file": file, "cpu_bytes": cpu_bytes})
