@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use burn::prelude::*;
-use burn::tensor::{AllocationProperty, Bytes, TensorData};
+use burn::tensor::{AllocationProperty, Bytes, TensorData, TensorPrimitive};
 use stowage_planner::{DType, Device, Inventory, Plan, TensorInfo, TensorSource};
 
 use crate::convert;
@@ -158,6 +158,12 @@ pub fn load_store<B: Backend>(
     let mut to_offload: Vec<(usize, OffloadTensor)> = Vec::new();
     let mut slots: Vec<Option<(Device, StoredTensor<B>)>> = vec![None; inventory.tensors.len()];
 
+    let tie_owners: std::collections::HashSet<usize> = inventory
+        .tensors
+        .iter()
+        .filter_map(|t| inventory.find(t.tied_to.as_deref()?))
+        .collect();
+
     // Shard by shard, each in offset order: the mapping is read front to back.
     let mut order: Vec<usize> = (0..inventory.tensors.len()).collect();
     let key = |i: &usize| match &inventory.tensors[*i].source {
@@ -231,24 +237,28 @@ pub fn load_store<B: Backend>(
                 let bytes = file.slice(*start, *end);
                 if t.dtype.is_float() {
                     let aligned = (bytes.as_ptr() as usize).is_multiple_of(4);
-                    let (tensor, sums) = if t.dtype == DType::F32 && aligned {
+                    // Tie owners get their own memory: a tied user (a head seen transposed)
+                    // then shares it as a view, where over mapped pages it would copy.
+                    let (tensor, sums) = if t.dtype == DType::F32
+                        && aligned
+                        && !tie_owners.contains(&i)
+                    {
                         // Zero copy: burn-ndarray keeps the mapped pages as its storage.
                         let data = TensorData::from_bytes(
                             Bytes::from_shared(file.shared(*start, *end), AllocationProperty::File),
-                            [bytes.len() / 4],
+                            shape.clone(),
                             burn::tensor::DType::F32,
                         );
                         let sums = opts.checksums.then(|| {
                             convert::sums_f32(&convert::to_f32(DType::F32, bytes).expect("f32"))
                         });
-                        (Tensor::<B, 1>::from_data(data, host), sums)
+                        (B::float_from_data(data, host), sums)
                     } else {
                         let values = convert::to_f32(t.dtype, bytes).ok_or_else(unsupported)?;
                         file.release(*start, *end);
                         let sums = opts.checksums.then(|| convert::sums_f32(&values));
-                        let n = values.len();
                         (
-                            Tensor::<B, 1>::from_data(TensorData::new(values, [n]), host),
+                            B::float_from_data(TensorData::new(values, shape.clone()), host),
                             sums,
                         )
                     };
@@ -264,14 +274,13 @@ pub fn load_store<B: Backend>(
                         ));
                     }
                     StoredTensor::Float {
-                        tensor,
+                        tensor: TensorPrimitive::Float(tensor),
                         shape: shape.clone(),
                     }
                 } else if t.dtype == DType::BOOL {
                     let values = convert::to_bool(bytes);
-                    let n = values.len();
                     StoredTensor::Bool {
-                        tensor: Tensor::from_data(TensorData::new(values, [n]), host),
+                        tensor: B::bool_from_data(TensorData::new(values, shape.clone()), host),
                         shape: shape.clone(),
                     }
                 } else {
@@ -288,9 +297,8 @@ pub fn load_store<B: Backend>(
                             },
                         ));
                     }
-                    let n = values.len();
                     StoredTensor::Int {
-                        tensor: Tensor::from_data(TensorData::new(values, [n]), host),
+                        tensor: B::int_from_data(TensorData::new(values, shape.clone()), host),
                         shape: shape.clone(),
                     }
                 }

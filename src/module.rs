@@ -729,7 +729,7 @@ impl<B: Backend> Loader<'_, B> {
             kind: "float",
         };
         let tensor = match self.stored(storage)? {
-            StoredTensor::Float { tensor, .. } => shaped(tensor.clone(), dims),
+            StoredTensor::Float { tensor, shape } => shaped(tensor.clone(), shape, dims),
             StoredTensor::Disk(d) => {
                 let bytes = d.read()?;
                 let values = convert::to_f32(d.dtype, &bytes).ok_or_else(|| wrong(&d.shape))?;
@@ -749,10 +749,10 @@ impl<B: Backend> Loader<'_, B> {
             kind: "int",
         };
         match self.stored(storage)? {
-            StoredTensor::Int { tensor, .. } => Ok(if D == 1 {
-                Tensor::from_primitive(tensor.clone().into_primitive())
+            StoredTensor::Int { tensor, shape } => Ok(if shape.as_slice() == dims {
+                Tensor::from_primitive(tensor.clone())
             } else {
-                tensor.clone().reshape(Shape::from(dims.to_vec()))
+                Tensor::from_primitive(B::int_reshape(tensor.clone(), Shape::from(dims.to_vec())))
             }),
             StoredTensor::Disk(d) => {
                 let bytes = d.read()?;
@@ -768,10 +768,10 @@ impl<B: Backend> Loader<'_, B> {
 
     fn bool<const D: usize>(&self, storage: &str, dims: &[usize]) -> Result<Tensor<B, D, Bool>> {
         match self.stored(storage)? {
-            StoredTensor::Bool { tensor, .. } => Ok(if D == 1 {
-                Tensor::from_primitive(tensor.clone().into_primitive())
+            StoredTensor::Bool { tensor, shape } => Ok(if shape.as_slice() == dims {
+                Tensor::from_primitive(tensor.clone())
             } else {
-                tensor.clone().reshape(Shape::from(dims.to_vec()))
+                Tensor::from_primitive(B::bool_reshape(tensor.clone(), Shape::from(dims.to_vec())))
             }),
             StoredTensor::Disk(d) => {
                 let values = convert::to_bool(&d.read()?);
@@ -790,13 +790,22 @@ impl<B: Backend> Loader<'_, B> {
     }
 }
 
-/// A flat float tensor given `dims`; rank 1 keeps the very tensor (a reshape copies on the
-/// CPU backend).
-fn shaped<B: Backend, const D: usize>(flat: Tensor<B, 1>, dims: &[usize]) -> Tensor<B, D> {
-    if D == 1 {
-        Tensor::from_primitive(flat.into_primitive())
+/// The stored tensor (of `shape`) as rank `D` with `dims`: the very tensor when the shapes
+/// agree, else reshaped (a copy on the CPU backend; only when a size-1 dimension differs).
+fn shaped<B: Backend, const D: usize>(
+    stored: TensorPrimitive<B>,
+    shape: &[usize],
+    dims: &[usize],
+) -> Tensor<B, D> {
+    if shape == dims {
+        Tensor::from_primitive(stored)
     } else {
-        flat.reshape(Shape::from(dims.to_vec()))
+        Tensor::<B, D>::from_primitive(match stored {
+            TensorPrimitive::Float(p) => {
+                TensorPrimitive::Float(B::float_reshape(p, Shape::from(dims.to_vec())))
+            }
+            q => q,
+        })
     }
 }
 

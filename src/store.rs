@@ -6,7 +6,8 @@ use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 
 use burn::prelude::*;
-use burn::tensor::{Bool, Int, TensorData};
+use burn::tensor::ops::{BoolTensor, IntTensor};
+use burn::tensor::{Int, TensorData, TensorPrimitive};
 use stowage_planner::{DType, Device};
 
 use crate::convert;
@@ -39,27 +40,28 @@ impl DiskTensor {
     }
 }
 
-/// One loaded tensor. Shapes are kept beside flat tensors, so any rank can be asked for.
+/// One loaded tensor, kept as the backend's rank-free primitive in its real shape, so a
+/// tensor of any rank is handed out without a reshape (which copies on burn-ndarray).
 #[derive(Debug, Clone)]
 pub enum StoredTensor<B: Backend> {
     /// A floating tensor on its device (f32 on the CPU backend).
     Float {
-        /// The values, flat.
-        tensor: Tensor<B, 1>,
+        /// The backend's tensor.
+        tensor: TensorPrimitive<B>,
         /// Dimensions.
         shape: Vec<usize>,
     },
     /// An integer tensor on its device.
     Int {
-        /// The values, flat.
-        tensor: Tensor<B, 1, Int>,
+        /// The backend's tensor.
+        tensor: IntTensor<B>,
         /// Dimensions.
         shape: Vec<usize>,
     },
     /// A boolean tensor on its device.
     Bool {
-        /// The values, flat.
-        tensor: Tensor<B, 1, Bool>,
+        /// The backend's tensor.
+        tensor: BoolTensor<B>,
         /// Dimensions.
         shape: Vec<usize>,
     },
@@ -141,7 +143,7 @@ impl<B: Backend> TensorStore<B> {
         };
         let dims: [usize; D] = stored.shape().to_vec().try_into().map_err(|_| wrong())?;
         match stored {
-            StoredTensor::Float { tensor, .. } => Ok(tensor.clone().reshape(dims)),
+            StoredTensor::Float { tensor, .. } => Ok(Tensor::from_primitive(tensor.clone())),
             StoredTensor::Disk(d) => {
                 let bytes = d.read()?;
                 let values = convert::to_f32(d.dtype, &bytes).ok_or_else(wrong)?;
@@ -164,7 +166,7 @@ impl<B: Backend> TensorStore<B> {
         };
         let dims: [usize; D] = stored.shape().to_vec().try_into().map_err(|_| wrong())?;
         match stored {
-            StoredTensor::Int { tensor, .. } => Ok(tensor.clone().reshape(dims)),
+            StoredTensor::Int { tensor, .. } => Ok(Tensor::from_primitive(tensor.clone())),
             StoredTensor::Disk(d) => {
                 let bytes = d.read()?;
                 let values = convert::to_i64(d.dtype, &bytes).ok_or_else(wrong)?;
