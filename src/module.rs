@@ -106,17 +106,14 @@ use std::collections::{HashMap, HashSet};
 
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
 use burn::prelude::*;
-use burn::tensor::{
-    Bool, DType as BurnDType, Int, TensorData, TensorPrimitive, get_device_settings,
-};
+use burn::tensor::{Bool, DType as BurnDType, Int, TensorPrimitive, get_device_settings};
 use stowage_planner::{DType, Inventory, InventoryOptions, Plan, TensorInfo, TensorSource};
 
-use crate::convert;
 use crate::error::{Error, Result};
 use crate::load::{LoadOptions, load_store};
 use crate::rename::Renames;
 use crate::report::LoadReport;
-use crate::store::{StoredTensor, TensorStore};
+use crate::store::TensorStore;
 
 /// How the checkpoint lays out `Linear` weights (see the module docs).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -282,7 +279,6 @@ pub fn load<B: Backend, M: Module<B>>(
 
     let mut loader = Loader {
         store: &store,
-        host: host.clone(),
         slots: &slots,
         actions: &actions,
         next: 0,
@@ -674,7 +670,7 @@ fn restrict<'a>(
 /// Fills parameters from the store, visiting them in the order [`walk`] did.
 struct Loader<'a, B: Backend> {
     store: &'a TensorStore<B>,
-    host: B::Device,
+
     slots: &'a [Slot],
     actions: &'a [Action],
     next: usize,
@@ -711,101 +707,23 @@ impl<B: Backend> Loader<'_, B> {
         }
     }
 
-    fn stored(&self, name: &str) -> Result<&StoredTensor<B>> {
-        self.store.get(name).ok_or_else(|| Error::NotLoaded {
-            tensor: name.into(),
-        })
-    }
-
     fn float<const D: usize>(&mut self, storage: &str, dims: &[usize]) -> Result<Tensor<B, D>> {
+        // Tied params share one tensor: the first read is kept for the others.
         let key = (storage.to_string(), dims.to_vec());
         if let Some(p) = self.floats.get(&key) {
             return Ok(Tensor::from_primitive(p.clone()));
         }
-        let wrong = |shape: &[usize]| Error::WrongKind {
-            tensor: storage.into(),
-            shape: shape.to_vec(),
-            rank: D,
-            kind: "float",
-        };
-        let tensor = match self.stored(storage)? {
-            StoredTensor::Float { tensor, shape } => shaped(tensor.clone(), shape, dims),
-            StoredTensor::Disk(d) => {
-                let bytes = d.read()?;
-                let values = convert::to_f32(d.dtype, &bytes).ok_or_else(|| wrong(&d.shape))?;
-                Tensor::from_data(TensorData::new(values, dims.to_vec()), &self.host)
-            }
-            other => return Err(wrong(other.shape())),
-        };
+        let tensor = self.store.float_as::<D>(storage, dims)?;
         self.floats.insert(key, tensor.clone().into_primitive());
         Ok(tensor)
     }
 
     fn int<const D: usize>(&self, storage: &str, dims: &[usize]) -> Result<Tensor<B, D, Int>> {
-        let wrong = |shape: &[usize]| Error::WrongKind {
-            tensor: storage.into(),
-            shape: shape.to_vec(),
-            rank: D,
-            kind: "int",
-        };
-        match self.stored(storage)? {
-            StoredTensor::Int { tensor, shape } => Ok(if shape.as_slice() == dims {
-                Tensor::from_primitive(tensor.clone())
-            } else {
-                Tensor::from_primitive(B::int_reshape(tensor.clone(), Shape::from(dims.to_vec())))
-            }),
-            StoredTensor::Disk(d) => {
-                let bytes = d.read()?;
-                let values = convert::to_i64(d.dtype, &bytes).ok_or_else(|| wrong(&d.shape))?;
-                Ok(Tensor::from_data(
-                    TensorData::new(values, dims.to_vec()),
-                    &self.host,
-                ))
-            }
-            other => Err(wrong(other.shape())),
-        }
+        self.store.int_as::<D>(storage, dims)
     }
 
     fn bool<const D: usize>(&self, storage: &str, dims: &[usize]) -> Result<Tensor<B, D, Bool>> {
-        match self.stored(storage)? {
-            StoredTensor::Bool { tensor, shape } => Ok(if shape.as_slice() == dims {
-                Tensor::from_primitive(tensor.clone())
-            } else {
-                Tensor::from_primitive(B::bool_reshape(tensor.clone(), Shape::from(dims.to_vec())))
-            }),
-            StoredTensor::Disk(d) => {
-                let values = convert::to_bool(&d.read()?);
-                Ok(Tensor::from_data(
-                    TensorData::new(values, dims.to_vec()),
-                    &self.host,
-                ))
-            }
-            other => Err(Error::WrongKind {
-                tensor: storage.into(),
-                shape: other.shape().to_vec(),
-                rank: D,
-                kind: "bool",
-            }),
-        }
-    }
-}
-
-/// The stored tensor (of `shape`) as rank `D` with `dims`: the very tensor when the shapes
-/// agree, else reshaped (a copy on the CPU backend; only when a size-1 dimension differs).
-fn shaped<B: Backend, const D: usize>(
-    stored: TensorPrimitive<B>,
-    shape: &[usize],
-    dims: &[usize],
-) -> Tensor<B, D> {
-    if shape == dims {
-        Tensor::from_primitive(stored)
-    } else {
-        Tensor::<B, D>::from_primitive(match stored {
-            TensorPrimitive::Float(p) => {
-                TensorPrimitive::Float(B::float_reshape(p, Shape::from(dims.to_vec())))
-            }
-            q => q,
-        })
+        self.store.bool_as::<D>(storage, dims)
     }
 }
 

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use burn::prelude::*;
 use burn::tensor::ops::{BoolTensor, IntTensor};
-use burn::tensor::{Int, TensorData, TensorPrimitive};
+use burn::tensor::{Bool, Int, Shape, TensorData, TensorPrimitive};
 use stowage_planner::{DType, Device};
 
 use crate::convert;
@@ -132,45 +132,127 @@ impl<B: Backend> TensorStore<B> {
     /// The floating tensor `name` with rank `D`; a disk tensor is read in onto the host
     /// device.
     pub fn float<const D: usize>(&self, name: &str) -> Result<Tensor<B, D>> {
+        self.float_as(name, &self.shape_of(name)?)
+    }
+
+    /// The integer tensor `name` with rank `D`.
+    pub fn int<const D: usize>(&self, name: &str) -> Result<Tensor<B, D, Int>> {
+        self.int_as(name, &self.shape_of(name)?)
+    }
+
+    fn shape_of(&self, name: &str) -> Result<Vec<usize>> {
         let stored = self.get(name).ok_or_else(|| Error::NotLoaded {
             tensor: name.into(),
         })?;
-        let wrong = || Error::WrongKind {
+        Ok(stored.shape().to_vec())
+    }
+
+    fn wrong(&self, name: &str, rank: usize, kind: &'static str) -> Error {
+        let shape = self
+            .get(name)
+            .map(|s| s.shape().to_vec())
+            .unwrap_or_default();
+        Error::WrongKind {
             tensor: name.into(),
-            shape: stored.shape().to_vec(),
-            rank: D,
-            kind: "float",
-        };
-        let dims: [usize; D] = stored.shape().to_vec().try_into().map_err(|_| wrong())?;
+            shape,
+            rank,
+            kind,
+        }
+    }
+
+    /// The floating tensor `name` as rank `D` with `dims` (which may add or drop size-1
+    /// dimensions): the stored tensor itself when the shapes agree, else reshaped (a copy on
+    /// burn-ndarray); a disk tensor is read in onto the host device.
+    pub fn float_as<const D: usize>(&self, name: &str, dims: &[usize]) -> Result<Tensor<B, D>> {
+        let stored = self.get(name).ok_or_else(|| Error::NotLoaded {
+            tensor: name.into(),
+        })?;
+        let wrong = || self.wrong(name, D, "float");
+        if dims.len() != D
+            || dims.iter().product::<usize>() != stored.shape().iter().product::<usize>()
+        {
+            return Err(wrong());
+        }
         match stored {
-            StoredTensor::Float { tensor, .. } => Ok(Tensor::from_primitive(tensor.clone())),
+            StoredTensor::Float { tensor, shape } if shape.as_slice() == dims => {
+                Ok(Tensor::from_primitive(tensor.clone()))
+            }
+            StoredTensor::Float {
+                tensor: TensorPrimitive::Float(p),
+                ..
+            } => Ok(Tensor::from_primitive(TensorPrimitive::Float(
+                B::float_reshape(p.clone(), Shape::from(dims.to_vec())),
+            ))),
             StoredTensor::Disk(d) => {
-                let bytes = d.read()?;
-                let values = convert::to_f32(d.dtype, &bytes).ok_or_else(wrong)?;
-                Ok(Tensor::from_data(TensorData::new(values, dims), &self.host))
+                let values = convert::to_f32(d.dtype, &d.read()?).ok_or_else(wrong)?;
+                Ok(Tensor::from_data(
+                    TensorData::new(values, dims.to_vec()),
+                    &self.host,
+                ))
             }
             _ => Err(wrong()),
         }
     }
 
-    /// The integer tensor `name` with rank `D`.
-    pub fn int<const D: usize>(&self, name: &str) -> Result<Tensor<B, D, Int>> {
+    /// [`TensorStore::float_as`] for integer tensors.
+    pub fn int_as<const D: usize>(&self, name: &str, dims: &[usize]) -> Result<Tensor<B, D, Int>> {
         let stored = self.get(name).ok_or_else(|| Error::NotLoaded {
             tensor: name.into(),
         })?;
-        let wrong = || Error::WrongKind {
-            tensor: name.into(),
-            shape: stored.shape().to_vec(),
-            rank: D,
-            kind: "int",
-        };
-        let dims: [usize; D] = stored.shape().to_vec().try_into().map_err(|_| wrong())?;
+        let wrong = || self.wrong(name, D, "int");
+        if dims.len() != D
+            || dims.iter().product::<usize>() != stored.shape().iter().product::<usize>()
+        {
+            return Err(wrong());
+        }
         match stored {
-            StoredTensor::Int { tensor, .. } => Ok(Tensor::from_primitive(tensor.clone())),
+            StoredTensor::Int { tensor, shape } if shape.as_slice() == dims => {
+                Ok(Tensor::from_primitive(tensor.clone()))
+            }
+            StoredTensor::Int { tensor, .. } => Ok(Tensor::from_primitive(B::int_reshape(
+                tensor.clone(),
+                Shape::from(dims.to_vec()),
+            ))),
             StoredTensor::Disk(d) => {
-                let bytes = d.read()?;
-                let values = convert::to_i64(d.dtype, &bytes).ok_or_else(wrong)?;
-                Ok(Tensor::from_data(TensorData::new(values, dims), &self.host))
+                let values = convert::to_i64(d.dtype, &d.read()?).ok_or_else(wrong)?;
+                Ok(Tensor::from_data(
+                    TensorData::new(values, dims.to_vec()),
+                    &self.host,
+                ))
+            }
+            _ => Err(wrong()),
+        }
+    }
+
+    /// [`TensorStore::float_as`] for boolean tensors.
+    pub fn bool_as<const D: usize>(
+        &self,
+        name: &str,
+        dims: &[usize],
+    ) -> Result<Tensor<B, D, Bool>> {
+        let stored = self.get(name).ok_or_else(|| Error::NotLoaded {
+            tensor: name.into(),
+        })?;
+        let wrong = || self.wrong(name, D, "bool");
+        if dims.len() != D
+            || dims.iter().product::<usize>() != stored.shape().iter().product::<usize>()
+        {
+            return Err(wrong());
+        }
+        match stored {
+            StoredTensor::Bool { tensor, shape } if shape.as_slice() == dims => {
+                Ok(Tensor::from_primitive(tensor.clone()))
+            }
+            StoredTensor::Bool { tensor, .. } => Ok(Tensor::from_primitive(B::bool_reshape(
+                tensor.clone(),
+                Shape::from(dims.to_vec()),
+            ))),
+            StoredTensor::Disk(d) => {
+                let values = convert::to_bool(&d.read()?);
+                Ok(Tensor::from_data(
+                    TensorData::new(values, dims.to_vec()),
+                    &self.host,
+                ))
             }
             _ => Err(wrong()),
         }
