@@ -52,16 +52,59 @@ pub struct Header {
 pub fn read_header(path: &Path) -> Result<Header> {
     let mut file = File::open(path).map_err(|e| Error::io(path, e))?;
     let file_len = file.metadata().map_err(|e| Error::io(path, e))?.len();
+    let mut start = [0u8; 8];
+    let got = file.read(&mut start).map_err(|e| Error::io(path, e))?;
+    let header_len = check_length(path, &start[..got], file_len)?;
+    let mut prefix = vec![0u8; 8 + header_len as usize];
+    prefix[..8].copy_from_slice(&start);
+    file.read_exact(&mut prefix[8..])
+        .map_err(|e| Error::io(path, e))?;
+    parse_header(path, &prefix, file_len)
+}
+
+/// Validates the header of a safetensors file from its first bytes: `file_start` holds at
+/// least the 8-byte length and the JSON it announces, `file_len` is the whole file's length
+/// (the data must end exactly there). `path` only names the file in errors. [`read_header`]
+/// reads a file with it; it also serves headers already in memory (and fuzzing).
+///
+/// ```
+/// # use std::path::Path;
+/// let json = br#"{"w":{"dtype":"F16","shape":[3],"data_offsets":[0,6]}}"#;
+/// let mut bytes = (json.len() as u64).to_le_bytes().to_vec();
+/// bytes.extend_from_slice(json);
+/// bytes.extend_from_slice(&[0u8; 6]);
+/// let header = stowage_planner::parse_header(Path::new("mem"), &bytes, bytes.len() as u64)?;
+/// assert_eq!(header.tensors[0].shape, [3]);
+/// assert!(stowage_planner::parse_header(Path::new("mem"), &bytes[..20], 99).is_err());
+/// # Ok::<(), stowage_planner::Error>(())
+/// ```
+pub fn parse_header(path: &Path, file_start: &[u8], file_len: u64) -> Result<Header> {
+    let header_len = check_length(path, file_start, file_len)?;
+    let json = file_start
+        .get(8..8 + header_len as usize)
+        .ok_or(Error::HeaderBeyondFile {
+            path: path.into(),
+            header_len,
+            file_len: file_start.len() as u64,
+        })?;
+    parse_json(path, json, file_len)
+}
+
+/// The header length, checked against the cap and the file's length.
+fn check_length(path: &Path, start: &[u8], file_len: u64) -> Result<u64> {
+    let Some(len_bytes) = start.get(..8) else {
+        return Err(Error::HeaderTooShort {
+            path: path.into(),
+            len: file_len.min(start.len() as u64),
+        });
+    };
     if file_len < 8 {
         return Err(Error::HeaderTooShort {
             path: path.into(),
             len: file_len,
         });
     }
-    let mut len_bytes = [0u8; 8];
-    file.read_exact(&mut len_bytes)
-        .map_err(|e| Error::io(path, e))?;
-    let header_len = u64::from_le_bytes(len_bytes);
+    let header_len = u64::from_le_bytes(len_bytes.try_into().expect("8 bytes"));
     if header_len > MAX_HEADER_BYTES {
         return Err(Error::HeaderTooLarge {
             path: path.into(),
@@ -76,12 +119,10 @@ pub fn read_header(path: &Path) -> Result<Header> {
             file_len,
         });
     }
-    let mut json = vec![0u8; header_len as usize];
-    file.read_exact(&mut json).map_err(|e| Error::io(path, e))?;
-    parse_header(path, &json, file_len)
+    Ok(header_len)
 }
 
-fn parse_header(path: &Path, json: &[u8], file_len: u64) -> Result<Header> {
+fn parse_json(path: &Path, json: &[u8], file_len: u64) -> Result<Header> {
     let not_json = |reason: String| Error::HeaderNotJson {
         path: path.into(),
         reason,

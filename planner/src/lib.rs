@@ -68,7 +68,7 @@ pub use device_map::DeviceMap;
 pub use dtype::DType;
 pub use error::{Error, Result};
 pub use fingerprint::Fingerprint;
-pub use header::{Header, MAX_HEADER_BYTES, read_header};
+pub use header::{Header, MAX_HEADER_BYTES, parse_header, read_header};
 pub use index::read_index;
 pub use inventory::{BLOCK_CONTAINERS, Inventory, InventoryOptions, Module};
 pub use names::summarize_names;
