@@ -59,6 +59,21 @@ fn write_valued(path: &Path, tensors: &[Valued]) {
     safetensors::serialize_to_file(views, None, path).unwrap();
 }
 
+/// Writes `src` as `shards` shards with their real values, plus the index.
+fn write_sharded_valued(dir: &Path, src: &[Valued], shards: usize) {
+    let per = src.len().div_ceil(shards);
+    let mut map = serde_json::Map::new();
+    for (k, chunk) in src.chunks(per).enumerate() {
+        let name = format!("model-{:05}-of-{shards:05}.safetensors", k + 1);
+        write_valued(&p(dir, &name), chunk);
+        for (t, _, _, _) in chunk {
+            map.insert(t.clone(), name.clone().into());
+        }
+    }
+    let index = serde_json::json!({ "metadata": {}, "weight_map": map });
+    std::fs::write(dir.join("model.safetensors.index.json"), index.to_string()).unwrap();
+}
+
 /// A small llama-shaped model with deterministic values.
 fn llama_valued(layers: usize, dtype: Dtype) -> Vec<Valued> {
     llama_tensors(layers, 16, dtype, false)
@@ -147,22 +162,7 @@ fn single_f32_all_on_cpu() {
 fn sharded_bf16_widened_to_f32() {
     let dir = tempfile::tempdir().unwrap();
     let src = llama_valued(4, Dtype::BF16);
-    let specs: Vec<Spec> = src
-        .iter()
-        .map(|(n, d, s, _)| (n.clone(), *d, s.clone()))
-        .collect();
-    write_sharded(dir.path(), &specs, 3);
-    // Rewrite each shard with the real values.
-    let per = specs.len().div_ceil(3);
-    for (k, chunk) in src.chunks(per).enumerate() {
-        write_valued(
-            &p(
-                dir.path(),
-                &format!("model-{:05}-of-00003.safetensors", k + 1),
-            ),
-            chunk,
-        );
-    }
+    write_sharded_valued(dir.path(), &src, 3);
     let inv = Inventory::from_spec(s(dir.path()), &InventoryOptions::default()).unwrap();
     let plan = plan_for(&inv, 1 << 30, 1 << 30, None);
     let (store, report) = load(&inv, &plan, &LoadOptions::default());
@@ -346,21 +346,7 @@ fn offload_folder_that_cannot_be_created_is_a_clear_error() {
 fn cli_checksums_match_sums_of_the_file_bytes() {
     let dir = tempfile::tempdir().unwrap();
     let src = llama_valued(4, Dtype::BF16);
-    let specs: Vec<Spec> = src
-        .iter()
-        .map(|(n, d, s, _)| (n.clone(), *d, s.clone()))
-        .collect();
-    write_sharded(dir.path(), &specs, 2);
-    let per = specs.len().div_ceil(2);
-    for (k, chunk) in src.chunks(per).enumerate() {
-        write_valued(
-            &p(
-                dir.path(),
-                &format!("model-{:05}-of-00002.safetensors", k + 1),
-            ),
-            chunk,
-        );
-    }
+    write_sharded_valued(dir.path(), &src, 2);
     let out = stowage(&[
         "load",
         s(dir.path()),
