@@ -35,13 +35,48 @@ pub enum Error {
 
     /// The plan puts tensors on a GPU but this build has no GPU backend.
     #[error(
-        "the plan puts `{tensor}` on GPU {index}, but stowage was built without the `cuda` feature; rebuild with `--features cuda`, or plan without GPUs (`--max-memory {index}=0`)"
+        "the plan puts `{tensor}` on GPU {index}, but the backend loaded onto has no GPU: build with `--features cuda` (NVIDIA) or `--features wgpu` and load onto a GPU backend (`--backend auto`), or plan without GPUs (`--max-memory {index}=0`)"
     )]
     GpuNotCompiled {
         /// The first tensor placed on a GPU.
         tensor: String,
         /// The GPU.
         index: u32,
+    },
+
+    /// The plan uses a GPU index that has no device here.
+    #[error(
+        "the plan uses GPU {index}, but {backend} has {available} GPU(s) here; plan for the GPUs present (`--gpus`, `--max-memory {index}=0`)"
+    )]
+    NoSuchGpu {
+        /// The GPU index of the plan.
+        index: u32,
+        /// How many GPUs the backend has.
+        available: usize,
+        /// The backend.
+        backend: &'static str,
+    },
+
+    /// CUDA was asked for, and no NVIDIA GPU can be used.
+    #[error("no CUDA device: {reason}")]
+    NoCuda {
+        /// What NVML said.
+        reason: String,
+    },
+
+    /// A GPU cannot hold tensors of the dtype the plan gives them.
+    #[error(
+        "`{path}`: tensor `{tensor}` is planned as {dtype} on GPU {index}, which that device cannot hold; plan with a dtype it holds (`--dtype f16`, or `f32` for an f32 checkpoint), or without that GPU"
+    )]
+    GpuDType {
+        /// The file.
+        path: PathBuf,
+        /// The tensor.
+        tensor: String,
+        /// The GPU.
+        index: u32,
+        /// The dtype planned.
+        dtype: stowage_planner::DType,
     },
 
     /// The offload folder cannot be used.

@@ -6,6 +6,7 @@
 //! at run time when a driver is present.
 #![deny(missing_docs)]
 
+mod backend;
 pub mod builtin;
 mod convert;
 mod error;
@@ -20,6 +21,9 @@ mod report;
 mod store;
 pub mod synthetic;
 
+pub use backend::Targets;
+#[cfg(any(feature = "cuda", feature = "wgpu"))]
+pub use backend::{DispatchDevice, GpuBackend};
 pub use error::{Error, Result, ShapeMismatch};
 pub use load::{LoadOptions, Progress, load_store};
 pub use memory::Memory;

@@ -15,6 +15,7 @@ use burn::prelude::*;
 use burn::tensor::{AllocationProperty, Bytes, TensorData, TensorPrimitive};
 use stowage_planner::{DType, Device, Inventory, Plan, TensorInfo, TensorSource};
 
+use crate::backend::Targets;
 use crate::convert;
 use crate::error::{Error, Result};
 use crate::memory;
@@ -94,7 +95,7 @@ fn loaded_bytes(t: &TensorInfo, device: Device, disk_dtype: DType) -> u64 {
 pub fn load_store<B: Backend>(
     inventory: &Inventory,
     plan: &Plan,
-    host: &B::Device,
+    targets: impl Into<Targets<B>>,
     opts: &LoadOptions,
 ) -> Result<(TensorStore<B>, LoadReport)> {
     if plan.tensor_devices.len() != inventory.tensors.len() {
@@ -112,18 +113,10 @@ pub fn load_store<B: Backend>(
     let started = Instant::now();
     memory::reset_peak();
 
-    // GPUs are not in this build: fail before reading anything.
-    if let Some((i, &Device::Gpu(index))) = plan
-        .tensor_devices
-        .iter()
-        .enumerate()
-        .find(|(_, d)| d.is_gpu())
-    {
-        return Err(Error::GpuNotCompiled {
-            tensor: inventory.tensors[i].name.clone(),
-            index,
-        });
-    }
+    // Every GPU the plan uses must have a device here, able to hold the dtypes planned for
+    // it: fail before reading anything.
+    let targets = targets.into();
+    check_gpus(inventory, plan, &targets)?;
 
     let mut files: HashMap<PathBuf, MappedFile> = HashMap::new();
     let mut map = |path: &Path| -> Result<MappedFile> {
@@ -142,6 +135,7 @@ pub fn load_store<B: Backend>(
         .map(|t| t.stored_bytes())
         .sum();
     let mut done = 0u64;
+    let host = &targets.cpu;
     let mut store = TensorStore::new(host.clone());
     let mut report = LoadReport {
         loaded: 0,
@@ -202,7 +196,31 @@ pub fn load_store<B: Backend>(
         };
         let disk_dtype = t.dtype.sized_as(plan.dtype);
         let stored = match device {
-            Device::Gpu(_) => unreachable!("checked above"),
+            Device::Gpu(index) => {
+                let gpu = targets.device(device).expect("checked by check_gpus");
+                let (stored, sums, held) =
+                    upload(t, path, &file, plan.dtype, (index, gpu), opts.checksums)?;
+                *actual.entry(device).or_default() += held;
+                file.release(*start, *end);
+                if let Some((sum, abs_sum)) = sums {
+                    report.checksums.push((
+                        t.name.clone(),
+                        Checksum {
+                            device,
+                            shape: shape.clone(),
+                            sum,
+                            abs_sum,
+                        },
+                    ));
+                }
+                report.bytes_read += end - start;
+                slots[i] = Some((device, stored));
+                done += end - start;
+                if let Some(p) = &opts.progress {
+                    p(done, total);
+                }
+                continue;
+            }
             Device::Disk if disk_dtype == t.dtype => {
                 report.disk_in_place += 1;
                 StoredTensor::Disk(DiskTensor {
@@ -385,4 +403,168 @@ pub fn load_store<B: Backend>(
     report.seconds = started.elapsed().as_secs_f64();
     report.memory = memory::current();
     Ok((store, report))
+}
+
+/// The burn dtype of a checkpoint dtype, where burn has one.
+fn burn_dtype(dtype: DType) -> Option<burn::tensor::DType> {
+    use burn::tensor::DType as B;
+    Some(match dtype {
+        DType::F64 => B::F64,
+        DType::F32 => B::F32,
+        DType::F16 => B::F16,
+        DType::BF16 => B::BF16,
+        DType::I64 => B::I64,
+        DType::I32 => B::I32,
+        DType::I16 => B::I16,
+        DType::I8 => B::I8,
+        DType::U64 => B::U64,
+        DType::U32 => B::U32,
+        DType::U16 => B::U16,
+        DType::U8 => B::U8,
+        _ => return None,
+    })
+}
+
+/// The dtype a tensor has on a GPU: floats as planned, integers as stored when the device
+/// holds them, else as i32.
+fn gpu_dtype<B: Backend>(t: &TensorInfo, planned: Option<DType>, gpu: &B::Device) -> DType {
+    if t.dtype.is_float() || t.dtype == DType::BOOL {
+        return t.dtype.sized_as(planned);
+    }
+    match burn_dtype(t.dtype) {
+        Some(d) if B::supports_dtype(gpu, d) => t.dtype,
+        _ => DType::I32,
+    }
+}
+
+/// Refuses a plan whose GPUs have no device in `targets`, or cannot hold a dtype planned
+/// for them.
+fn check_gpus<B: Backend>(inventory: &Inventory, plan: &Plan, targets: &Targets<B>) -> Result<()> {
+    let mut seen: std::collections::HashSet<(u32, DType)> = std::collections::HashSet::new();
+    for (t, &device) in inventory.tensors.iter().zip(&plan.tensor_devices) {
+        let Device::Gpu(index) = device else { continue };
+        if t.tied_to.is_some() {
+            continue;
+        }
+        let Some(gpu) = targets.device(device) else {
+            if targets.gpus.is_empty() {
+                return Err(Error::GpuNotCompiled {
+                    tensor: t.name.clone(),
+                    index,
+                });
+            }
+            return Err(Error::NoSuchGpu {
+                index,
+                available: targets.gpus.len(),
+                backend: "this backend",
+            });
+        };
+        if t.dtype == DType::BOOL {
+            continue;
+        }
+        let dtype = gpu_dtype::<B>(t, plan.dtype, gpu);
+        if !seen.insert((index, dtype)) {
+            continue;
+        }
+        let path = match &t.source {
+            TensorSource::File { path, .. } => path.clone(),
+            TensorSource::Config => PathBuf::new(),
+        };
+        let holds = burn_dtype(dtype).is_some_and(|d| B::supports_dtype(gpu, d));
+        if !holds {
+            return Err(Error::GpuDType {
+                path,
+                tensor: t.name.clone(),
+                index,
+                dtype,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// A tensor sent to a GPU, its checksum if asked (sum, abs sum), and the bytes it holds.
+type Uploaded<B> = (StoredTensor<B>, Option<(f64, f64)>, u64);
+
+/// Sends one tensor from the mapped file to `gpu`: the file's bytes as they are when the
+/// planned dtype is the stored one (no host copy: the device copies from the mapping), else
+/// converted on the host first. Returns the tensor, its checksum if asked, and the bytes
+/// the device now holds.
+fn upload<B: Backend>(
+    t: &TensorInfo,
+    path: &Path,
+    file: &MappedFile,
+    planned: Option<DType>,
+    (index, gpu): (u32, &B::Device),
+    checksums: bool,
+) -> Result<Uploaded<B>> {
+    let TensorSource::File { start, end, .. } = t.source else {
+        unreachable!("the caller checked the source")
+    };
+    let bytes = file.slice(start, end);
+    let shape: Vec<usize> = t.shape.iter().map(|&d| d as usize).collect();
+    let unsupported = || Error::UnsupportedDType {
+        path: path.to_path_buf(),
+        tensor: t.name.clone(),
+        dtype: t.dtype,
+    };
+    let target = gpu_dtype::<B>(t, planned, gpu);
+    let held = target.bytes_for(t.elems()).unwrap_or(0);
+    if t.dtype == DType::BOOL {
+        let data = TensorData::new(convert::to_bool(bytes), shape.clone());
+        let tensor = B::bool_from_data(data, gpu);
+        return Ok((StoredTensor::Bool { tensor, shape }, None, held));
+    }
+    let as_is = |dtype| {
+        TensorData::from_bytes(
+            Bytes::from_shared(file.shared(start, end), AllocationProperty::File),
+            shape.clone(),
+            dtype,
+        )
+    };
+    if t.dtype.is_float() {
+        let burn = burn_dtype(target).ok_or_else(unsupported)?;
+        let (data, sums) = if target == t.dtype {
+            let sums = checksums
+                .then(|| convert::to_f32(t.dtype, bytes).map(|v| convert::sums_f32(&v)))
+                .flatten();
+            (as_is(burn), sums)
+        } else {
+            let values = convert::to_f32(t.dtype, bytes).ok_or_else(unsupported)?;
+            if target == DType::F32 {
+                let sums = checksums.then(|| convert::sums_f32(&values));
+                (TensorData::new(values, shape.clone()), sums)
+            } else {
+                let narrowed = convert::from_f32(&values, target).ok_or_else(unsupported)?;
+                let sums = checksums
+                    .then(|| convert::to_f32(target, &narrowed).map(|v| convert::sums_f32(&v)))
+                    .flatten();
+                (
+                    TensorData::from_bytes_vec(narrowed, shape.clone(), burn),
+                    sums,
+                )
+            }
+        };
+        let tensor = TensorPrimitive::Float(B::float_from_data(data, gpu));
+        return Ok((StoredTensor::Float { tensor, shape }, sums, held));
+    }
+    let values = convert::to_i64(t.dtype, bytes).ok_or_else(unsupported)?;
+    let sums = checksums.then(|| convert::sums_i64(&values));
+    let data = if target == t.dtype {
+        as_is(burn_dtype(target).ok_or_else(unsupported)?)
+    } else {
+        let narrowed: Vec<i32> = values
+            .iter()
+            .map(|&v| i32::try_from(v))
+            .collect::<std::result::Result<_, _>>()
+            .map_err(|_| Error::GpuDType {
+                path: path.to_path_buf(),
+                tensor: t.name.clone(),
+                index,
+                dtype: t.dtype,
+            })?;
+        TensorData::new(narrowed, shape.clone())
+    };
+    let tensor = B::int_from_data(data, gpu);
+    Ok((StoredTensor::Int { tensor, shape }, sums, held))
 }

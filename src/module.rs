@@ -109,6 +109,7 @@ use burn::prelude::*;
 use burn::tensor::{Bool, DType as BurnDType, Int, TensorPrimitive, get_device_settings};
 use stowage_planner::{DType, Inventory, InventoryOptions, Plan, TensorInfo, TensorSource};
 
+use crate::backend::Targets;
 use crate::error::{Error, Result};
 use crate::load::{LoadOptions, load_store};
 use crate::rename::Renames;
@@ -258,8 +259,8 @@ pub fn check_module<B: Backend, M: Module<B>>(
 /// plan leaves on disk are read in. Parameters not loaded (missing or mismatched, when
 /// allowed) are left untouched.
 ///
-/// The tensors come from [`crate::load_store`] onto `host`; see the module docs for an
-/// example.
+/// The tensors come from [`crate::load_store`] onto `targets` (a CPU device, or
+/// [`Targets`] with GPUs); see the module docs for an example.
 ///
 /// # Errors
 ///
@@ -269,13 +270,13 @@ pub fn load<B: Backend, M: Module<B>>(
     model: M,
     inventory: &Inventory,
     plan: &Plan,
-    host: &B::Device,
+    targets: impl Into<Targets<B>>,
     options: &ModuleLoadOptions,
 ) -> Result<(M, ModuleLoadReport)> {
     let slots = walk(&model);
     let (check, actions) = match_slots(&slots, inventory, options)?;
     let (inventory, plan) = restrict(inventory, plan, &actions)?;
-    let (store, store_report) = load_store::<B>(&inventory, &plan, host, &options.store)?;
+    let (store, store_report) = load_store::<B>(&inventory, &plan, targets, &options.store)?;
 
     let mut loader = Loader {
         store: &store,

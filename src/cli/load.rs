@@ -10,13 +10,16 @@ use serde_json::{Map, Value, json};
 use stowage::{LoadOptions, LoadReport, format_bytes};
 
 use super::Output;
+use super::backend::{BackendArg, Chosen, choose};
 use super::plan::{PlanInputs, make_plan};
 
 const LOAD_HELP: &str = "\
 Plans MODEL exactly as `stowage plan` does (same options, or --plan plan.json), then loads every
 tensor onto its device: cpu tensors into burn-ndarray (floats as f32, zero-copy from the mapped
 file when stored as f32), disk tensors left in place when the checkpoint already has the dtype
-asked for, else converted once into --offload-folder. GPUs need a build with --features cuda.
+asked for, else converted once into --offload-folder. GPU tensors go to the device as stored
+(or converted to the planned dtype) through burn-cuda (build with --features cuda) or wgpu
+(--features wgpu); see --backend.
 
 Examples:
   stowage load ./Llama-3-8B --max-memory cpu=8GiB
@@ -38,6 +41,10 @@ pub struct LoadArgs {
     /// Print the report as one JSON object
     #[arg(long)]
     json: bool,
+
+    /// The burn backend to load onto
+    #[arg(long, value_enum, default_value = "auto")]
+    backend: BackendArg,
 }
 
 pub fn run(args: LoadArgs, out: Output) -> anyhow::Result<ExitCode> {
@@ -65,12 +72,27 @@ pub fn run(args: LoadArgs, out: Output) -> anyhow::Result<ExitCode> {
         checksums: args.checksums,
         progress: Some(Box::new(move |done, _| progress_bar.set_position(done))),
     };
-    let (_store, report) = stowage::load_store::<NdArray>(
-        &planned.inventory,
-        &planned.plan,
-        &NdArrayDevice::Cpu,
-        &opts,
-    )?;
+    let report = match choose(args.backend, &planned.plan)? {
+        Chosen::Cpu => {
+            stowage::load_store::<NdArray>(
+                &planned.inventory,
+                &planned.plan,
+                &NdArrayDevice::Cpu,
+                &opts,
+            )?
+            .1
+        }
+        #[cfg(any(feature = "cuda", feature = "wgpu"))]
+        Chosen::Gpu(targets) => {
+            stowage::load_store::<stowage::GpuBackend>(
+                &planned.inventory,
+                &planned.plan,
+                targets,
+                &opts,
+            )?
+            .1
+        }
+    };
     bar.finish_and_clear();
     let mut stdout = std::io::stdout().lock();
     if args.json {

@@ -1,5 +1,6 @@
 //! Argument parsing and dispatch for the `stowage` binary.
 
+mod backend;
 mod demo;
 mod diff;
 mod load;

@@ -12,16 +12,16 @@ use stowage::{Budgets, Device, Inventory, LoadOptions, PlanOptions, StoredTensor
 use crate::fixtures::*;
 
 /// A tensor with values: name, dtype, shape, values (as f32, rounded to `dtype` when written).
-type Valued = (String, Dtype, Vec<usize>, Vec<f32>);
+pub(crate) type Valued = (String, Dtype, Vec<usize>, Vec<f32>);
 
-fn values(seed: usize, n: usize) -> Vec<f32> {
+pub(crate) fn values(seed: usize, n: usize) -> Vec<f32> {
     (0..n)
         .map(|i| ((i * 7 + seed * 13) % 97) as f32 / 8.0 - 6.0)
         .collect()
 }
 
 /// The value a reader gets back after `x` was stored as `dtype`.
-fn stored(dtype: Dtype, x: f32) -> f32 {
+pub(crate) fn stored(dtype: Dtype, x: f32) -> f32 {
     match dtype {
         Dtype::BF16 => bf16::from_f32(x).to_f32(),
         Dtype::F16 => f16::from_f32(x).to_f32(),
@@ -44,7 +44,7 @@ fn encode(dtype: Dtype, v: &[f32]) -> Vec<u8> {
     }
 }
 
-fn write_valued(path: &Path, tensors: &[Valued]) {
+pub(crate) fn write_valued(path: &Path, tensors: &[Valued]) {
     let data: Vec<Vec<u8>> = tensors.iter().map(|(_, d, _, v)| encode(*d, v)).collect();
     let views: Vec<(String, safetensors::tensor::TensorView)> = tensors
         .iter()
@@ -60,7 +60,7 @@ fn write_valued(path: &Path, tensors: &[Valued]) {
 }
 
 /// Writes `src` as `shards` shards with their real values, plus the index.
-fn write_sharded_valued(dir: &Path, src: &[Valued], shards: usize) {
+pub(crate) fn write_sharded_valued(dir: &Path, src: &[Valued], shards: usize) {
     let per = src.len().div_ceil(shards);
     let mut map = serde_json::Map::new();
     for (k, chunk) in src.chunks(per).enumerate() {
@@ -75,7 +75,7 @@ fn write_sharded_valued(dir: &Path, src: &[Valued], shards: usize) {
 }
 
 /// A small llama-shaped model with deterministic values.
-fn llama_valued(layers: usize, dtype: Dtype) -> Vec<Valued> {
+pub(crate) fn llama_valued(layers: usize, dtype: Dtype) -> Vec<Valued> {
     llama_tensors(layers, 16, dtype, false)
         .into_iter()
         .enumerate()
@@ -396,6 +396,7 @@ fn cli_checksums_match_sums_of_the_file_bytes() {
 }
 
 #[test]
+#[cfg(not(any(feature = "cuda", feature = "wgpu")))]
 fn gpu_in_the_plan_without_cuda_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     write_valued(

@@ -6,6 +6,7 @@ mod cli;
 mod compat;
 mod explicit;
 mod fixtures;
+mod gpu;
 mod hub;
 mod inventory;
 mod load;
