@@ -14,6 +14,7 @@ mod load;
 mod memory;
 #[allow(unsafe_code)]
 mod mmap;
+pub mod models;
 mod module;
 mod offload;
 mod rename;

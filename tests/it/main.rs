@@ -10,6 +10,7 @@ mod gpu;
 mod hub;
 mod inventory;
 mod load;
+mod models;
 mod module;
 mod snapshots;
 mod strategies;
