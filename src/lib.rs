@@ -10,6 +10,7 @@ mod backend;
 pub mod builtin;
 mod convert;
 mod error;
+mod execute;
 mod load;
 mod memory;
 #[allow(unsafe_code)]
@@ -26,6 +27,9 @@ pub use backend::Targets;
 #[cfg(any(feature = "cuda", feature = "wgpu"))]
 pub use backend::{DispatchDevice, GpuBackend};
 pub use error::{Error, Result, ShapeMismatch};
+pub use execute::{
+    OffloadMode, RunTrace, SplitLoadReport, SplitModel, SplitOptions, UnitRun, UnitSource,
+};
 pub use load::{LoadOptions, Progress, load_store};
 pub use memory::Memory;
 pub use module::{

@@ -4,6 +4,7 @@
 mod bad_input;
 mod cli;
 mod compat;
+mod execute;
 mod explicit;
 mod fixtures;
 mod gpu;

@@ -21,12 +21,12 @@ use stowage::{
 type B = NdArray;
 const DEV: NdArrayDevice = NdArrayDevice::Cpu;
 
-fn inventory(spec: &Path) -> Inventory {
+pub(crate) fn inventory(spec: &Path) -> Inventory {
     Inventory::from_spec(spec.to_str().unwrap(), &InventoryOptions::default()).unwrap()
 }
 
 /// Everything on the CPU.
-fn plan(inventory: &Inventory) -> Plan {
+pub(crate) fn plan(inventory: &Inventory) -> Plan {
     let budgets = Budgets {
         gpus: vec![],
         cpu_bytes: 1 << 30,
@@ -51,11 +51,11 @@ fn load<M: Layered<B>>(model: M, inv: &Inventory, dir: &Path) -> (M, ModuleLoadR
     stowage::load(model, inv, &plan(inv), &DEV, &options).unwrap()
 }
 
-fn vals<const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
+pub(crate) fn vals<const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
     t.into_data().to_vec::<f32>().unwrap()
 }
 
-fn max_abs_diff(a: &[f32], b: &[f64]) -> f64 {
+pub(crate) fn max_abs_diff(a: &[f32], b: &[f64]) -> f64 {
     assert_eq!(a.len(), b.len());
     a.iter()
         .zip(b)
@@ -66,7 +66,7 @@ fn max_abs_diff(a: &[f32], b: &[f64]) -> f64 {
 // all-MiniLM-L6-v2 against transformers
 
 /// The folder holding all-MiniLM-L6-v2's `model.safetensors` and `config.json`.
-fn minilm_dir() -> PathBuf {
+pub(crate) fn minilm_dir() -> PathBuf {
     let base = std::env::var_os("STOWAGE_MINILM_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| {
@@ -86,16 +86,16 @@ fn minilm_dir() -> PathBuf {
         })
 }
 
-struct Case {
-    name: String,
-    ids: Vec<u32>,
-    types: Vec<u32>,
+pub(crate) struct Case {
+    pub(crate) name: String,
+    pub(crate) ids: Vec<u32>,
+    pub(crate) types: Vec<u32>,
     /// `[seq, hidden]`, row-major.
-    hidden: Vec<f64>,
-    pooled: Vec<f64>,
+    pub(crate) hidden: Vec<f64>,
+    pub(crate) pooled: Vec<f64>,
 }
 
-fn reference() -> Vec<Case> {
+pub(crate) fn reference() -> Vec<Case> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/minilm/reference.json");
     let json: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     let u32s = |v: &Value| -> Vec<u32> {
@@ -195,20 +195,20 @@ fn minilm_padding_changes_nothing_for_the_real_tokens() {
 // Tiny random Llama-family checkpoints against a naive implementation
 
 /// Checkpoint tensors: name → (shape, values), with transformers' names and layouts.
-type Tensors = BTreeMap<String, (Vec<usize>, Vec<f32>)>;
+pub(crate) type Tensors = BTreeMap<String, (Vec<usize>, Vec<f32>)>;
 
 /// A tiny Llama-family model: sizes and the family details under test.
 #[derive(Clone, Copy)]
-struct Tiny {
-    model_type: &'static str,
-    layers: usize,
-    heads: usize,
-    kv_heads: usize,
-    head_dim: usize,
-    tied: bool,
+pub(crate) struct Tiny {
+    pub(crate) model_type: &'static str,
+    pub(crate) layers: usize,
+    pub(crate) heads: usize,
+    pub(crate) kv_heads: usize,
+    pub(crate) head_dim: usize,
+    pub(crate) tied: bool,
     /// `attention_bias` (llama) or Qwen2's q/k/v biases.
-    bias: bool,
-    window: Option<usize>,
+    pub(crate) bias: bool,
+    pub(crate) window: Option<usize>,
 }
 
 const HIDDEN: usize = 16;
@@ -217,7 +217,7 @@ const VOCAB: usize = 32;
 const THETA: f64 = 10_000.0;
 const EPS: f64 = 1e-5;
 
-const LLAMA: Tiny = Tiny {
+pub(crate) const LLAMA: Tiny = Tiny {
     model_type: "llama",
     layers: 2,
     heads: 4,
@@ -306,7 +306,7 @@ impl Tiny {
     }
 
     /// Writes `config.json` and `model.safetensors` into `dir`; returns the tensors.
-    fn write(&self, dir: &Path) -> Tensors {
+    pub(crate) fn write(&self, dir: &Path) -> Tensors {
         let t = self.tensors();
         std::fs::write(dir.join("config.json"), self.config().to_string()).unwrap();
         let bytes: Vec<Vec<u8>> = t
@@ -460,7 +460,7 @@ fn naive_logits(tiny: &Tiny, t: &Tensors, ids: &[u32]) -> Vec<Vec<f64>> {
         .collect()
 }
 
-const PROMPT: [u32; 6] = [3, 17, 8, 30, 1, 12];
+pub(crate) const PROMPT: [u32; 6] = [3, 17, 8, 30, 1, 12];
 
 fn logits_diff(model: &LlamaForCausalLM<B>, tiny: &Tiny, t: &Tensors, ids: &[u32]) -> f64 {
     let got = vals(model.forward(token_ids(&[ids], &DEV)));
