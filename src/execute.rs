@@ -4,8 +4,8 @@
 //! A [`SplitModel`] drives any [`Layered`] model (embed → blocks → finish):
 //! - Blocks the plan puts on a GPU, or on the CPU in [`OffloadMode::InPlace`], are loaded
 //!   once onto that device and run there. The hidden states and the per-forward context
-//!   (masks, rotary tables) move with `to_device` whenever the next block is elsewhere; burn
-//!   does not move activations by itself.
+//!   (masks, rotary tables) move whenever the next block is elsewhere, through host memory
+//!   ([`move_to`](crate::models::move_to) says why); burn does not move activations by itself.
 //! - Offloaded blocks are brought to the execution device just before they run and dropped
 //!   right after: a `disk` block is read from the checkpoint (converted on the way, as
 //!   [`crate::load_store`] does), and in [`OffloadMode::Upload`] a `cpu` block, kept loaded
@@ -95,7 +95,7 @@ use stowage_planner::{Device, Inventory, Plan};
 
 use crate::backend::Targets;
 use crate::error::{Error, Result};
-use crate::models::Layered;
+use crate::models::{Layered, move_to};
 use crate::module::{ModuleLoadOptions, load};
 
 /// How blocks placed on `cpu` or `disk` run.
@@ -514,7 +514,7 @@ where
                 let t = Instant::now();
                 let device = dev(ran_on);
                 let c = context_on(ran_on);
-                let run = |b: &M::Block, x: Tensor<B, 3>| M::run_block(b, x.to_device(&device), &c);
+                let run = |b: &M::Block, x: Tensor<B, 3>| M::run_block(b, move_to(x, &device), &c);
                 x = match (&block, &self.slots[i]) {
                     (Some(b), _) => run(b, x),
                     (None, Slot::Resident(b, _)) => run(b, x),
@@ -535,7 +535,7 @@ where
         })?;
 
         let t = Instant::now();
-        let out = self.model.finish(x.to_device(&outer));
+        let out = self.model.finish(move_to(x, &outer));
         sync(&outer);
         trace.units.push(UnitRun {
             name: "finish".into(),

@@ -24,7 +24,7 @@ use stowage_planner::ModelConfig;
 
 use super::attention::{attend, merge_heads, split_heads};
 use super::fields::Fields;
-use super::{Layered, token_ids};
+use super::{Layered, move_to, token_ids};
 use crate::error::Result;
 use crate::rename::Renames;
 
@@ -498,11 +498,11 @@ impl<B: Backend> Layered<B> for BertModel<B> {
 
     fn embed(&self, input: &BertInput<B>) -> (Tensor<B, 3>, BertContext<B>) {
         let device = self.embeddings.word_embeddings.weight.lazy_device();
-        let ids = input.input_ids.clone().to_device(&device);
-        let types = input.token_type_ids.clone().map(|t| t.to_device(&device));
+        let ids = move_to(input.input_ids.clone(), &device);
+        let types = input.token_type_ids.clone().map(|t| move_to(t, &device));
         let mask = input.attention_mask.clone().map(|m| {
             let [batch, seq] = m.dims();
-            m.to_device(&device)
+            move_to(m, &device)
                 .equal_elem(0)
                 .reshape([batch, 1, 1, seq])
         });
@@ -511,7 +511,7 @@ impl<B: Backend> Layered<B> for BertModel<B> {
 
     fn context_to(ctx: &BertContext<B>, device: &B::Device) -> BertContext<B> {
         BertContext {
-            mask: ctx.mask.clone().map(|m| m.to_device(device)),
+            mask: ctx.mask.clone().map(|m| move_to(m, device)),
         }
     }
 

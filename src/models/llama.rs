@@ -35,7 +35,7 @@ use stowage_planner::ModelConfig;
 use super::attention::{attend, merge_heads, repeat_kv, split_heads};
 use super::fields::Fields;
 use super::rope::{Rope, RopeScaling, RopeTables};
-use super::{Layered, token_ids};
+use super::{Layered, move_to, token_ids};
 use crate::error::Result;
 use crate::rename::Renames;
 
@@ -494,7 +494,7 @@ impl<B: Backend> Layered<B> for LlamaForCausalLM<B> {
         let x = self
             .model
             .embed_tokens
-            .forward(input_ids.clone().to_device(&device));
+            .forward(move_to(input_ids.clone(), &device));
         let ctx = LlamaContext {
             rope: self.config.rope().tables(0..seq, &device),
             mask: causal_mask(seq, self.config.sliding_window, &device),
@@ -505,7 +505,7 @@ impl<B: Backend> Layered<B> for LlamaForCausalLM<B> {
     fn context_to(ctx: &LlamaContext<B>, device: &B::Device) -> LlamaContext<B> {
         LlamaContext {
             rope: ctx.rope.to_device(device),
-            mask: ctx.mask.clone().to_device(device),
+            mask: move_to(ctx.mask.clone(), device),
         }
     }
 

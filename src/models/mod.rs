@@ -33,7 +33,7 @@
 //!
 //! ```
 //! use burn_ndarray::{NdArray, NdArrayDevice};
-//! use stowage::models::{Layered, LlamaConfig, LlamaForCausalLM, token_ids};
+//! use stowage::models::{Layered, LlamaConfig, LlamaForCausalLM, move_to, token_ids};
 //! use stowage::{Budgets, Inventory, InventoryOptions, ModuleLoadOptions, PlanOptions};
 //!
 //! # use safetensors::tensor::{Dtype, TensorView};
@@ -98,7 +98,7 @@
 //! let (mut x, mut ctx) = model.embed(&ids);
 //! for block in model.blocks() {
 //!     ctx = LlamaForCausalLM::context_to(&ctx, &device);
-//!     x = LlamaForCausalLM::run_block(block, x.to_device(&device), &ctx);
+//!     x = LlamaForCausalLM::run_block(block, move_to(x, &device), &ctx);
 //! }
 //! let logits = model.finish(x);
 //! assert_eq!(logits.dims(), [1, 3, 16]);
@@ -139,9 +139,9 @@ pub use llama::{LlamaConfig, LlamaFamily, LlamaForCausalLM};
 /// for i in 0..model.num_blocks() {
 ///     let block = /* model.blocks()[i], or model.make_block(i, &dev) loaded from the store */;
 ///     let ctx_i = M::context_to(&ctx, &dev);             // once per device, not per block
-///     x = M::run_block(&block, x.to_device(&dev), &ctx_i);
+///     x = M::run_block(&block, move_to(x, &dev), &ctx_i);
 /// }
-/// let out = model.finish(x.to_device(&head_device));
+/// let out = model.finish(move_to(x, &head_device));
 /// ```
 ///
 /// [`run`](Layered::run) is exactly that on one device, and every model's `forward` is
@@ -248,6 +248,26 @@ pub trait Layered<B: Backend>: Module<B> {
         }
         self.finish(x)
     }
+}
+
+/// `tensor` on `device`, copied through host memory when it is elsewhere.
+///
+/// Use this rather than `Tensor::to_device` to move activations and contexts between
+/// devices: burn 0.21's GPU backends copy from one device to another with server-to-server
+/// transfers, which wgpu does not implement (the device thread panics and the copy holds
+/// garbage). Through the host it works on every backend, and it is what a CPU ↔ GPU copy
+/// costs anyway; activations are small next to weights.
+pub fn move_to<B: Backend, const D: usize, K>(
+    tensor: Tensor<B, D, K>,
+    device: &B::Device,
+) -> Tensor<B, D, K>
+where
+    K: burn::tensor::TensorKind<B> + burn::tensor::BasicOps<B>,
+{
+    if &tensor.device() == device {
+        return tensor;
+    }
+    Tensor::from_data(tensor.into_data(), device)
 }
 
 /// Rows of token ids, all of one length, as a `[rows, len]` int tensor on `device`.

@@ -72,8 +72,8 @@ impl<B: Backend> RopeTables<B> {
     /// The same tables on `device`.
     pub fn to_device(&self, device: &B::Device) -> Self {
         RopeTables {
-            cos: self.cos.clone().to_device(device),
-            sin: self.sin.clone().to_device(device),
+            cos: super::move_to(self.cos.clone(), device),
+            sin: super::move_to(self.sin.clone(), device),
         }
     }
 

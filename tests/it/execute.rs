@@ -15,7 +15,7 @@ type B = NdArray;
 const DEV: NdArrayDevice = NdArrayDevice::Cpu;
 
 /// `plan` with the blocks whose index `pick` accepts moved to `to` (`prefix.N.`).
-fn move_blocks(
+pub(crate) fn move_blocks(
     inv: &Inventory,
     plan: &Plan,
     prefix: &str,
@@ -47,7 +47,7 @@ fn whole_llama(dir: &std::path::Path, inv: &Inventory) -> LlamaForCausalLM<B> {
         .0
 }
 
-const DEEP: Tiny = Tiny {
+pub(crate) const DEEP: Tiny = Tiny {
     layers: 6,
     tied: true,
     ..LLAMA
