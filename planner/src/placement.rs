@@ -10,6 +10,7 @@ use crate::dtype::DType;
 use crate::error::Result;
 use crate::inventory::Inventory;
 use crate::place::{self, Ctx};
+use crate::quantize::Quantize;
 use crate::runtime::{RuntimeCosts, RuntimeOptions};
 use crate::strategy::{Compat, OffloadOrder, Strategy};
 
@@ -35,6 +36,10 @@ pub struct PlanOptions {
     /// CPU backend, burn-ndarray, stores f32: a bf16 tensor takes twice its checkpoint size
     /// there). `None` sizes cpu like the other devices. Ignored with [`Compat::Accelerate`].
     pub cpu_float: Option<DType>,
+    /// Quantization applied at load to linear-layer weights on GPUs (see [`Quantize`]):
+    /// those are sized as the kernels store them, values plus scales. cpu and disk keep
+    /// their sizing. Ignored (with a note) with [`Compat::Accelerate`].
+    pub quantize: Quantize,
 }
 
 /// A placed unit: a module placed whole, or a single tensor.
@@ -200,7 +205,11 @@ pub fn plan(inventory: &Inventory, budgets: &Budgets, opts: &PlanOptions) -> Res
     } else {
         opts.cpu_float
     };
-    let ctx = Ctx::new(inventory, budgets, dtype, cpu_float, &runtime);
+    let quantize = match opts.compat {
+        Compat::Accelerate => Quantize::None,
+        Compat::Stowage => opts.quantize,
+    };
+    let ctx = Ctx::new(inventory, budgets, dtype, cpu_float, quantize, &runtime);
     let placed = match (opts.compat, opts.strategy) {
         _ if opts.device_map.is_some() => {
             place::explicit::place(&ctx, opts.device_map.as_ref().expect("checked"))?
@@ -300,10 +309,22 @@ pub fn plan(inventory: &Inventory, budgets: &Budgets, opts: &PlanOptions) -> Res
             }
         })
         .collect();
-    let notes = runtime.note.iter().cloned().collect();
-    // Accelerate sizes what it places its own way (buffers, the model's dtype).
+    let mut notes: Vec<String> = runtime.note.iter().cloned().collect();
+    if opts.compat == Compat::Accelerate && !opts.quantize.is_none() {
+        notes.push(format!(
+            "quantization ({}) is ignored with --compat accelerate",
+            opts.quantize
+        ));
+    }
+    // Accelerate sizes what it places its own way (buffers, the model's dtype); quantized
+    // weights count as the GPUs hold them.
     let total_bytes = match opts.compat {
         Compat::Accelerate => units.iter().map(|u| u.bytes).sum(),
+        _ if !quantize.is_none() => inventory
+            .tensors
+            .iter()
+            .map(|t| quantize.tensor_bytes(t, dtype))
+            .fold(0, u64::saturating_add),
         _ => inventory.total_bytes(dtype),
     };
     Ok(Plan {

@@ -49,6 +49,12 @@ pub struct LoadArgs {
 
 pub fn run(args: LoadArgs, out: Output) -> anyhow::Result<ExitCode> {
     let planned = make_plan(&args.inputs, out)?;
+    if !planned.plan.options.quantize.is_none() {
+        anyhow::bail!(
+            "`--quantize {}`: the loader cannot quantize yet (plans can: `stowage plan --quantize`); load without --quantize",
+            planned.plan.options.quantize.as_str()
+        );
+    }
     let total: u64 = planned
         .inventory
         .tensors

@@ -8,7 +8,7 @@ use anyhow::{Context, bail};
 use clap::{Args, Parser, ValueEnum};
 use serde_json::Value;
 use stowage::builtin;
-use stowage::planner::{InventoryOptions, RuntimeOptions, SourceOptions};
+use stowage::planner::{InventoryOptions, Quantize, RuntimeOptions, SourceOptions};
 use stowage::{
     BudgetOverrides, Budgets, Compat, DType, Device, DeviceMap, Inventory, OffloadOrder,
     PlanOptions, Strategy,
@@ -43,12 +43,18 @@ GPU 0 (and on cpu when disk is used); when nothing is, nothing is reserved.
 --compat accelerate reproduces Accelerate's infer_auto_device_map instead, quirks included,
 with no run-time room.
 
+--quantize int8|int4 sizes the 2-D weights of linear layers inside the numbered blocks
+(attention, MLP, experts; not embeddings, norms, routers or the head) as the GPUs hold them
+once quantized at load: 1 or 1/2 byte per value, plus a 4-byte scale per --quantize-group
+values (default 128) of each row. cpu and disk keep their sizing.
+
 Sizes: GiB/MiB/KiB are powers of 2, GB/MB/KB/TB powers of 10, bare numbers are bytes.
 
 Examples:
   stowage plan
   stowage plan builtin:llama-3-70b --gpus 2x24GiB --max-memory cpu=64GiB --explain
   stowage plan builtin:llama-3-70b --gpus 2x48GiB --diff '--gpus 3x48GiB'
+  stowage plan builtin:llama-3-70b --gpus 2x24GiB --quantize int4
   stowage plan ./Llama-3-8B --max-memory 0=10GiB --max-memory 1=10GiB --json > plan.json
   stowage plan --plan plan.json
   stowage plan org/model@main --max-memory '{\"0\":\"20GiB\",\"cpu\":\"64GiB\"}'
@@ -127,6 +133,16 @@ pub struct PlanInputs {
     #[arg(long, value_enum)]
     offload_order: Option<OffloadOrderArg>,
 
+    /// Quantize linear-layer weights at load, on the GPUs: int8 or int4 values plus one f32
+    /// scale per group; the plan sizes them exactly [default: none]
+    #[arg(long, value_enum)]
+    quantize: Option<QuantizeArg>,
+
+    /// Values per quantization scale, along each weight's input dimension: a power of two
+    /// from 8 to 1024 [default: 128]
+    #[arg(long, value_name = "N")]
+    quantize_group: Option<u32>,
+
     /// Use this device map instead of a strategy: cpu, 0, disk, a JSON object, or a file
     /// holding a map or a saved `--json` plan (whose budgets and options are reused)
     #[arg(long, value_name = "MAP", visible_alias = "plan")]
@@ -178,6 +194,16 @@ enum DTypeArg {
     F16,
     /// bfloat16
     Bf16,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum QuantizeArg {
+    /// Weights keep their dtype
+    None,
+    /// 8-bit values, one f32 scale per group
+    Int8,
+    /// 4-bit values, one f32 scale per group
+    Int4,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -269,6 +295,7 @@ impl PlanInputs {
             subfolder,
             variant
         );
+        take!(quantize, quantize_group);
         m.max_memory.extend(more.max_memory);
         m.no_split.extend(more.no_split);
         m
@@ -371,6 +398,19 @@ pub fn make_plan(args: &PlanInputs, out: Output) -> anyhow::Result<Planned> {
             OffloadOrderArg::Last => OffloadOrder::Last,
             OffloadOrderArg::ExpertsFirst => OffloadOrder::ExpertsFirst,
         };
+    }
+    let kind = args.quantize.map(|q| match q {
+        QuantizeArg::None => "none",
+        QuantizeArg::Int8 => "int8",
+        QuantizeArg::Int4 => "int4",
+    });
+    match (kind, args.quantize_group) {
+        (Some(kind), group) => options.quantize = Quantize::new(kind, group)?,
+        (None, Some(group)) if !options.quantize.is_none() => {
+            options.quantize = Quantize::new(options.quantize.as_str(), Some(group))?;
+        }
+        (None, Some(_)) => bail!("--quantize-group needs --quantize int8 or --quantize int4"),
+        (None, None) => {}
     }
     let runtime: &mut RuntimeOptions = &mut options.runtime;
     if let Some(n) = args.max_seq_len {

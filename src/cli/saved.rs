@@ -3,7 +3,7 @@
 
 use anyhow::{Context, bail};
 use serde_json::{Value, json};
-use stowage::planner::{GpuBudget, RuntimeOptions};
+use stowage::planner::{GpuBudget, Quantize, RuntimeOptions};
 use stowage::{Budgets, Compat, DType, OffloadOrder, PlanOptions, Strategy};
 
 /// The budgets as JSON.
@@ -48,9 +48,10 @@ pub fn budgets_from_json(v: &Value) -> anyhow::Result<Budgets> {
     })
 }
 
-/// The options as JSON (the device map itself is the plan's `device_map`).
+/// The options as JSON (the device map itself is the plan's `device_map`). `quantize` and
+/// `quantize_group` are written only when weights are quantized.
 pub fn options_json(o: &PlanOptions) -> Value {
-    json!({
+    let mut v = json!({
         "strategy": o.strategy.as_str(),
         "compat": match o.compat { Compat::Accelerate => "accelerate", _ => "stowage" },
         "dtype": o.dtype.map(|d| d.as_str().to_ascii_lowercase()),
@@ -60,7 +61,12 @@ pub fn options_json(o: &PlanOptions) -> Value {
         "gpu_overhead_bytes": o.runtime.gpu_overhead_bytes,
         "explicit_device_map": o.device_map.is_some(),
         "cpu_float": o.cpu_float.map(|d| d.as_str().to_ascii_lowercase()),
-    })
+    });
+    if let Some(group) = o.quantize.group() {
+        v["quantize"] = json!(o.quantize.as_str());
+        v["quantize_group"] = json!(group);
+    }
+    v
 }
 
 /// Options from [`options_json`]'s shape.
@@ -98,6 +104,13 @@ pub fn options_from_json(v: &Value) -> anyhow::Result<PlanOptions> {
         }
         None => None,
     };
+    let quantize = match s("quantize") {
+        Some(q) => {
+            let group = n("quantize_group").map(u32::try_from).transpose()?;
+            Quantize::new(q, group).context("saved options: quantize")?
+        }
+        None => Quantize::None,
+    };
     Ok(PlanOptions {
         strategy,
         dtype,
@@ -106,5 +119,6 @@ pub fn options_from_json(v: &Value) -> anyhow::Result<PlanOptions> {
         runtime,
         device_map: None,
         cpu_float,
+        quantize,
     })
 }

@@ -87,9 +87,13 @@ pub fn write_plan(
     } else {
         format!("strategy {}", plan.strategy)
     };
+    let quantized = match plan.options.quantize {
+        q if q.is_none() || plan.options.compat == stowage::Compat::Accelerate => String::new(),
+        q => format!(", linear weights on GPUs as {q}"),
+    };
     writeln!(
         w,
-        "{runtime}, dtype {dtype}, {} of weights in {} units; run-time room for batch {} × {} tokens, GPU overhead {}",
+        "{runtime}, dtype {dtype}{quantized}, {} of weights in {} units; run-time room for batch {} × {} tokens, GPU overhead {}",
         format_bytes(plan.total_bytes),
         plan.units.len(),
         rt.batch,

@@ -302,4 +302,3 @@ fn split_llama_on_two_gpus_cpu_and_disk_computes_what_one_gpu_does() {
         .fold(0.0f32, f32::max);
     assert!(worst < 1e-4, "in place on the CPU: max abs diff {worst}");
 }
-

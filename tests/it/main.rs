@@ -13,5 +13,6 @@ mod inventory;
 mod load;
 mod models;
 mod module;
+mod quantize;
 mod snapshots;
 mod strategies;

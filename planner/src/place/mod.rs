@@ -19,6 +19,7 @@ use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::inventory::{Inventory, Module};
 use crate::placement::Unit;
+use crate::quantize::Quantize;
 use crate::runtime::RuntimeCosts;
 use crate::units::format_bytes;
 
@@ -166,15 +167,19 @@ pub(crate) struct Ctx<'a> {
     device: Sizing,
     /// Sizes on cpu: floats as the CPU backend stores them, when that differs.
     cpu: Option<Sizing>,
+    /// Sizes on GPUs when linear-layer weights are quantized there.
+    gpu: Option<Sizing>,
 }
 
 impl<'a> Ctx<'a> {
-    /// `cpu_float`: the dtype the CPU backend stores floats in (`None`: as on other devices).
+    /// `cpu_float`: the dtype the CPU backend stores floats in (`None`: as on other devices);
+    /// `quantize`: the quantization GPUs hold linear-layer weights in.
     pub fn new(
         inv: &'a Inventory,
         budgets: &'a Budgets,
         dtype: Option<DType>,
         cpu_float: Option<DType>,
+        quantize: Quantize,
         runtime: &'a RuntimeCosts,
     ) -> Self {
         let device = Sizing::new(inv, |t| t.bytes_as(dtype));
@@ -185,18 +190,22 @@ impl<'a> Ctx<'a> {
                 None => t.bytes_as(dtype),
             })
         });
+        let gpu =
+            (!quantize.is_none()).then(|| Sizing::new(inv, |t| quantize.tensor_bytes(t, dtype)));
         Ctx {
             inv,
             budgets,
             runtime,
             device,
             cpu,
+            gpu,
         }
     }
 
     fn sizing(&self, device: Device) -> &Sizing {
-        match (&self.cpu, device) {
-            (Some(cpu), Device::Cpu) => cpu,
+        match (device, &self.cpu, &self.gpu) {
+            (Device::Cpu, Some(cpu), _) => cpu,
+            (Device::Gpu(_), _, Some(gpu)) => gpu,
             _ => &self.device,
         }
     }

@@ -202,6 +202,8 @@ pub(crate) fn place(ctx: &Ctx, order: OffloadOrder) -> Result<Placed> {
     };
     let weights = sizes(Device::Disk);
     let weights_cpu = sizes(Device::Cpu);
+    // GPUs size every GPU alike (quantized weights differ from disk's).
+    let weights_gpu = sizes(Device::Gpu(0));
     let kv: Vec<u64> = atoms
         .iter()
         .map(|a| {
@@ -226,7 +228,7 @@ pub(crate) fn place(ctx: &Ctx, order: OffloadOrder) -> Result<Placed> {
 
     with_offload_reserve(ctx, |reserves| {
         let caps: Vec<u64> = gpus.iter().map(|&d| ctx.capacity(d, reserves)).collect();
-        let on_gpu_cost = |j: usize| weights[j].saturating_add(kv[j]);
+        let on_gpu_cost = |j: usize| weights_gpu[j].saturating_add(kv[j]);
         let kept = |removed: usize| {
             let mut off = vec![false; atoms.len()];
             for &c in &candidates[..removed] {
@@ -327,10 +329,10 @@ pub(crate) fn place(ctx: &Ctx, order: OffloadOrder) -> Result<Placed> {
             .map(|(j, (a, &d))| Unit {
                 path: a.path.clone(),
                 tensors: a.tensors.clone(),
-                bytes: if d == Device::Cpu {
-                    weights_cpu[j]
-                } else {
-                    weights[j]
+                bytes: match d {
+                    Device::Cpu => weights_cpu[j],
+                    Device::Gpu(_) => weights_gpu[j],
+                    Device::Disk => weights[j],
                 },
                 kv_bytes: 0,
                 device: d,
