@@ -2,8 +2,12 @@
 //!
 //! ## Feature flags
 //!
-//! None yet: the default build needs no GPU and no driver. GPU budgets are read through NVML
-//! at run time when a driver is present.
+//! - `wgpu`: GPUs through wgpu (Vulkan, Metal, DX12), in burn's `Dispatch` backend with
+//!   burn-ndarray for the CPU (`GpuBackend` when enabled).
+//! - `cuda`: NVIDIA GPUs through burn-cuda, the same way; guarded by an NVML probe.
+//!
+//! The default build needs no GPU and no driver: it loads onto burn-ndarray, and GPU budgets
+//! are still read through NVML at run time when a driver is present.
 #![deny(missing_docs)]
 
 mod backend;

@@ -5,6 +5,7 @@ mod demo;
 mod diff;
 mod load;
 mod plan;
+mod run;
 mod saved;
 mod table;
 
@@ -44,6 +45,8 @@ enum Command {
     Plan(Box<plan::PlanArgs>),
     /// Plan, then load every tensor onto its device, and report what it took
     Load(Box<load::LoadArgs>),
+    /// Plan, load as a split model, run one forward pass (or generate), show where each unit ran
+    Run(Box<run::RunArgs>),
     /// Write a ~1 GiB llama-shaped checkpoint, plan it with part on disk, load it, report
     Demo(demo::DemoArgs),
     /// Show what changes between two plans saved with `stowage plan --json`
@@ -110,6 +113,7 @@ pub fn run() -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Plan(args) => plan::run(*args, out),
         Command::Load(args) => load::run(*args, out),
+        Command::Run(args) => run::run(*args, out),
         Command::Demo(args) => demo::run(args, out),
         Command::Diff(files) => {
             let read = |p: &std::path::Path| -> anyhow::Result<serde_json::Value> {
