@@ -419,3 +419,93 @@ fn a_config_alone_has_nothing_to_load() {
     let out = stowage(&["load", "builtin:llama-3-8b", "--max-memory", "cpu=64GiB"]);
     assert_clean_error(&out, &["comes from a config", "no weights"]);
 }
+
+/// Runs `stowage` with writes capped at `max_file_bytes` per file (`RLIMIT_FSIZE`, with
+/// `SIGXFSZ` ignored so that a write past it fails with `EFBIG` as a full disk fails with
+/// `ENOSPC`): the offload writer's error path, on a real filesystem.
+#[allow(unsafe_code)]
+fn stowage_with_file_cap(args: &[&str], max_file_bytes: u64) -> std::process::Output {
+    use std::os::unix::process::CommandExt;
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_stowage"));
+    cmd.args(args).env("NO_COLOR", "1").env_remove("RUST_LOG");
+    // SAFETY: between fork and exec only async-signal-safe calls are made (signal,
+    // setrlimit), on values owned by the closure.
+    unsafe {
+        cmd.pre_exec(move || {
+            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+            let limit = libc::rlimit {
+                rlim_cur: max_file_bytes,
+                rlim_max: max_file_bytes,
+            };
+            if libc::setrlimit(libc::RLIMIT_FSIZE, &limit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    cmd.output().expect("stowage runs")
+}
+
+#[test]
+fn a_write_failing_midway_leaves_nothing_a_later_load_trusts() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = llama_valued(4, Dtype::F32);
+    write_sharded_valued(dir.path(), &src, 2);
+    let folder = dir.path().join("offload");
+    let args = [
+        "load",
+        s(dir.path()),
+        "--dtype",
+        "f16",
+        "--max-memory",
+        "cpu=0",
+        "--max-seq-len",
+        "0",
+        "--offload-folder",
+        s(&folder),
+        "--json",
+    ];
+    // Every converted tensor goes to the offload folder; no file may exceed 4 KiB.
+    let failed = stowage_with_file_cap(&args, 4096);
+    assert_clean_error(&failed, &["offload", "File too large"]);
+    let trusted = folder.join("stowage-offload.json");
+    assert!(!trusted.exists(), "no index after a failed write");
+    let leftovers: Vec<_> = std::fs::read_dir(&folder)
+        .map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(
+        leftovers
+            .iter()
+            .all(|n| !n.to_string_lossy().contains(".tmp")),
+        "temporary files removed: {leftovers:?}"
+    );
+
+    // The same load without the cap writes the folder afresh and loads the right values.
+    let ok = stowage(&args);
+    assert!(ok.status.success(), "{}", stderr(&ok));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&ok)).unwrap();
+    assert_eq!(v["offload"]["reused"], false);
+    assert!(trusted.exists());
+    let inv = Inventory::from_spec(s(dir.path()), &InventoryOptions::default()).unwrap();
+    let budgets = Budgets {
+        gpus: vec![],
+        cpu_bytes: 0,
+        disk_bytes: 1 << 30,
+    };
+    let o = PlanOptions {
+        dtype: Some(stowage::DType::F16),
+        runtime: RuntimeOptions::off(),
+        ..Default::default()
+    };
+    let plan = stowage::plan(&inv, &budgets, &o).unwrap();
+    let opts = LoadOptions {
+        offload_folder: folder.clone(),
+        ..Default::default()
+    };
+    let (store, report) = load(&inv, &plan, &opts);
+    assert!(
+        report.offload.unwrap().reused,
+        "the folder the CLI wrote is trusted now"
+    );
+    assert_values(&store, &src, |_, _| Dtype::F16);
+}
