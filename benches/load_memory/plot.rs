@@ -11,8 +11,9 @@ const PANELS: [(&str, &str); 2] = [
     ("wall time vs model size", "seconds"),
 ];
 
-/// Line colours in loader order (matplotlib's tab10 and black, readable on white).
-const COLORS: [RGBColor; 11] = [
+/// Line colours in loader order (matplotlib's tab10, its tab20 lights and black, readable on
+/// white).
+const COLORS: [RGBColor; 15] = [
     RGBColor(127, 127, 127),
     RGBColor(140, 86, 75),
     RGBColor(148, 103, 189),
@@ -20,10 +21,14 @@ const COLORS: [RGBColor; 11] = [
     RGBColor(255, 127, 14),
     RGBColor(214, 39, 40),
     RGBColor(31, 119, 180),
-    RGBColor(23, 190, 207),
+    RGBColor(174, 199, 232),
     RGBColor(0, 0, 0),
     RGBColor(227, 119, 194),
     RGBColor(44, 160, 44),
+    RGBColor(23, 190, 207),
+    RGBColor(152, 223, 138),
+    RGBColor(255, 187, 120),
+    RGBColor(196, 156, 148),
 ];
 
 /// One loader's points, `(checkpoint GB, value)` in size order, for each of [`PANELS`].
