@@ -27,6 +27,8 @@
 use burn::prelude::Backend;
 use stowage_planner::Device;
 
+use crate::cube::{DeviceTransforms, Transforms};
+
 /// The burn devices that a plan's `cpu` and GPU indices become.
 #[derive(Clone, Debug)]
 pub struct Targets<B: Backend> {
@@ -34,6 +36,10 @@ pub struct Targets<B: Backend> {
     pub cpu: B::Device,
     /// Where tensors of GPU `i` go: `gpus[i]`. Empty when the backend has no GPU.
     pub gpus: Vec<B::Device>,
+    /// What the loader runs on the GPUs' memory: nothing, unless the backend's
+    /// [`DeviceTransforms`] were attached ([`Targets::with_device_transforms`], which the
+    /// wgpu and CUDA constructors do).
+    pub(crate) transforms: Transforms<B>,
 }
 
 impl<B: Backend> Targets<B> {
@@ -42,7 +48,19 @@ impl<B: Backend> Targets<B> {
         Targets {
             cpu: device,
             gpus: Vec::new(),
+            transforms: Transforms::none(),
         }
+    }
+
+    /// These targets with `B`'s [`DeviceTransforms`]: the loader then widens bf16 and f16
+    /// tensors on the GPUs and takes `verify`'s checksums there (the wgpu and CUDA
+    /// constructors of `Targets<GpuBackend>` attach them already).
+    pub fn with_device_transforms(mut self) -> Self
+    where
+        B: DeviceTransforms,
+    {
+        self.transforms = Transforms::of();
+        self
     }
 
     /// The burn device of a plan's device; `None` for `disk` and for a GPU index with no
@@ -86,7 +104,9 @@ impl Targets<GpuBackend> {
         Targets {
             cpu: Self::host(),
             gpus: devices.into_iter().map(DispatchDevice::Wgpu).collect(),
+            transforms: Transforms::none(),
         }
+        .with_device_transforms()
     }
 
     /// The CPU and up to two wgpu devices: GPU `0` is wgpu's default adapter, GPU `1` its
@@ -138,6 +158,8 @@ impl Targets<GpuBackend> {
                 .iter()
                 .map(|g| DispatchDevice::Cuda(burn_cuda::CudaDevice::new(g.index as usize)))
                 .collect(),
-        })
+            transforms: Transforms::none(),
+        }
+        .with_device_transforms())
     }
 }

@@ -66,7 +66,7 @@ pub enum Error {
 
     /// A GPU cannot hold tensors of the dtype the plan gives them.
     #[error(
-        "`{path}`: tensor `{tensor}` is planned as {dtype} on GPU {index}, which that device cannot hold; plan with a dtype it holds (`--dtype f16`, or `f32` for an f32 checkpoint), or without that GPU"
+        "`{path}`: tensor `{tensor}` is planned as {dtype} on GPU {index}, which that device cannot hold; plan with a dtype it holds (`--dtype f16`, or `f32` for an f32 checkpoint; `--gpu-float f32` widens a bf16 or f16 checkpoint on the device), or without that GPU"
     )]
     GpuDType {
         /// The file.
@@ -77,6 +77,51 @@ pub enum Error {
         index: u32,
         /// The dtype planned.
         dtype: stowage_planner::DType,
+    },
+
+    /// A kernel run on a GPU while loading a tensor failed (widening or checksumming it).
+    #[error("`{path}`: tensor `{tensor}`: {what} it on GPU {index} failed: {source}")]
+    Kernel {
+        /// The file.
+        path: PathBuf,
+        /// The tensor.
+        tensor: String,
+        /// The GPU.
+        index: u32,
+        /// What was being done (`widening`, `checksumming`).
+        what: &'static str,
+        /// What the kernel launcher said.
+        source: Box<crate::cube::KernelError>,
+    },
+
+    /// `verify`: a tensor on a GPU does not hold what the file says it must.
+    #[error(
+        "`{path}`: tensor `{tensor}` on GPU {index} does not hold the file's values: its checksum on the device is {device:#018x}, the file's {host:#018x}; the load is not bit-exact"
+    )]
+    VerifyMismatch {
+        /// The file.
+        path: PathBuf,
+        /// The tensor.
+        tensor: String,
+        /// The GPU.
+        index: u32,
+        /// The checksum taken on the device.
+        device: u64,
+        /// The same checksum of the file's values, taken on the host.
+        host: u64,
+    },
+
+    /// `verify` asked of a backend that cannot checksum a tensor on its device.
+    #[error(
+        "`{path}`: tensor `{tensor}` on GPU {index} cannot be verified: this backend takes no checksum on its devices; load onto stowage's GPU backend (`--features wgpu` or `cuda`), or without --verify"
+    )]
+    VerifyUnsupported {
+        /// The file.
+        path: PathBuf,
+        /// The tensor.
+        tensor: String,
+        /// The GPU.
+        index: u32,
     },
 
     /// The offload folder cannot be used.

@@ -13,6 +13,7 @@
 mod backend;
 pub mod builtin;
 mod convert;
+mod cube;
 mod error;
 mod execute;
 mod load;
@@ -30,6 +31,7 @@ pub mod synthetic;
 pub use backend::Targets;
 #[cfg(any(feature = "cuda", feature = "wgpu"))]
 pub use backend::{DispatchDevice, GpuBackend};
+pub use cube::{DeviceTransforms, KernelError};
 pub use error::{Error, Result, ShapeMismatch};
 pub use execute::{
     OffloadMode, RunTrace, SplitLoadReport, SplitModel, SplitOptions, UnitRun, UnitSource,

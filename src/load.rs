@@ -17,6 +17,7 @@ use stowage_planner::{DType, Device, Inventory, Plan, TensorInfo, TensorSource};
 
 use crate::backend::Targets;
 use crate::convert;
+use crate::cube::{self, Expected, Site, Transforms};
 use crate::error::{Error, Result};
 use crate::memory;
 use crate::mmap::MappedFile;
@@ -33,6 +34,12 @@ pub struct LoadOptions {
     pub offload_folder: PathBuf,
     /// Compute per-tensor checksums (f64 sums of the loaded values).
     pub checksums: bool,
+    /// Prove every tensor loaded onto a GPU bit-exact: its checksum, taken on the device, must
+    /// equal the same checksum of the values the file says it holds, taken on the host (see
+    /// [`DeviceTransforms`](crate::DeviceTransforms) for what is summed); a difference is an
+    /// error naming the tensor and its file. Needs targets with device transforms
+    /// ([`Targets::with_device_transforms`]; `GpuBackend`'s GPU targets have them).
+    pub verify: bool,
     /// Progress callback.
     pub progress: Option<Box<Progress>>,
 }
@@ -42,6 +49,7 @@ impl Default for LoadOptions {
         LoadOptions {
             offload_folder: std::env::temp_dir().join("stowage-offload"),
             checksums: false,
+            verify: false,
             progress: None,
         }
     }
@@ -52,6 +60,7 @@ impl std::fmt::Debug for LoadOptions {
         f.debug_struct("LoadOptions")
             .field("offload_folder", &self.offload_folder)
             .field("checksums", &self.checksums)
+            .field("verify", &self.verify)
             .field("progress", &self.progress.is_some())
             .finish()
     }
@@ -147,6 +156,8 @@ pub fn load_store<B: Backend>(
         seconds: 0.0,
         memory: memory::Memory::default(),
         checksums: Vec::new(),
+        widened_on_device: 0,
+        verified: 0,
     };
     let mut actual: HashMap<Device, u64> = HashMap::new();
     let mut to_offload: Vec<(usize, OffloadTensor)> = Vec::new();
@@ -198,9 +209,22 @@ pub fn load_store<B: Backend>(
         let stored = match device {
             Device::Gpu(index) => {
                 let gpu = targets.device(device).expect("checked by check_gpus");
-                let (stored, sums, held) =
-                    upload(t, path, &file, plan.dtype, (index, gpu), opts.checksums)?;
+                let Uploaded {
+                    stored,
+                    sums,
+                    held,
+                    widened,
+                } = upload(
+                    t,
+                    path,
+                    &file,
+                    plan,
+                    (index, gpu),
+                    (opts, &targets.transforms),
+                )?;
                 *actual.entry(device).or_default() += held;
+                report.widened_on_device += usize::from(widened);
+                report.verified += usize::from(opts.verify);
                 file.release(*start, *end);
                 if let Some((sum, abs_sum)) = sums {
                     report.checksums.push((
@@ -425,11 +449,17 @@ fn burn_dtype(dtype: DType) -> Option<burn::tensor::DType> {
     })
 }
 
-/// The dtype a tensor has on a GPU: floats as planned, integers as stored when the device
-/// holds them, else as i32.
-fn gpu_dtype<B: Backend>(t: &TensorInfo, planned: Option<DType>, gpu: &B::Device) -> DType {
-    if t.dtype.is_float() || t.dtype == DType::BOOL {
-        return t.dtype.sized_as(planned);
+/// The dtype a tensor has on a GPU: floats as planned (the plan's GPU float dtype when it has
+/// one), integers as stored when the device holds them, else as i32.
+fn gpu_dtype<B: Backend>(t: &TensorInfo, plan: &Plan, gpu: &B::Device) -> DType {
+    if t.dtype.is_float() {
+        return plan
+            .options
+            .gpu_float
+            .unwrap_or_else(|| t.dtype.sized_as(plan.dtype));
+    }
+    if t.dtype == DType::BOOL {
+        return t.dtype;
     }
     match burn_dtype(t.dtype) {
         Some(d) if B::supports_dtype(gpu, d) => t.dtype,
@@ -462,7 +492,7 @@ fn check_gpus<B: Backend>(inventory: &Inventory, plan: &Plan, targets: &Targets<
         if t.dtype == DType::BOOL {
             continue;
         }
-        let dtype = gpu_dtype::<B>(t, plan.dtype, gpu);
+        let dtype = gpu_dtype::<B>(t, plan, gpu);
         if !seen.insert((index, dtype)) {
             continue;
         }
@@ -483,20 +513,31 @@ fn check_gpus<B: Backend>(inventory: &Inventory, plan: &Plan, targets: &Targets<
     Ok(())
 }
 
-/// A tensor sent to a GPU, its checksum if asked (sum, abs sum), and the bytes it holds.
-type Uploaded<B> = (StoredTensor<B>, Option<(f64, f64)>, u64);
+/// A tensor sent to a GPU, and what that took.
+struct Uploaded<B: Backend> {
+    /// The tensor.
+    stored: StoredTensor<B>,
+    /// Its checksum if asked (sum, abs sum).
+    sums: Option<(f64, f64)>,
+    /// The bytes the device now holds.
+    held: u64,
+    /// Whether it was widened on the device.
+    widened: bool,
+}
 
 /// Sends one tensor from the mapped file to `gpu`: the file's bytes as they are when the
-/// planned dtype is the stored one (no host copy: the device copies from the mapping), else
-/// converted on the host first. Returns the tensor, its checksum if asked, and the bytes
-/// the device now holds.
+/// planned dtype is the stored one (no host copy: the device copies from the mapping); bf16
+/// or f16 bytes as they are, widened on the device, when the GPU holds them as f32 and the
+/// backend can (`transforms`: [`crate::DeviceTransforms::widen_on_device`]); else converted
+/// on the host first. With `verify`, the tensor's checksum on the device is compared with the
+/// file's.
 fn upload<B: Backend>(
     t: &TensorInfo,
     path: &Path,
     file: &MappedFile,
-    planned: Option<DType>,
+    plan: &Plan,
     (index, gpu): (u32, &B::Device),
-    checksums: bool,
+    (opts, transforms): (&LoadOptions, &Transforms<B>),
 ) -> Result<Uploaded<B>> {
     let TensorSource::File { start, end, .. } = t.source else {
         unreachable!("the caller checked the source")
@@ -508,12 +549,41 @@ fn upload<B: Backend>(
         tensor: t.name.clone(),
         dtype: t.dtype,
     };
-    let target = gpu_dtype::<B>(t, planned, gpu);
+    let site = Site {
+        path,
+        tensor: &t.name,
+        index,
+    };
+    let verify = |stored: &StoredTensor<B>, expected: Expected<'_>| {
+        if opts.verify {
+            cube::verify(stored, expected, site, transforms)
+        } else {
+            Ok(())
+        }
+    };
+    let target = gpu_dtype::<B>(t, plan, gpu);
     let held = target.bytes_for(t.elems()).unwrap_or(0);
+    let uploaded = |stored, sums| Uploaded {
+        stored,
+        sums,
+        held,
+        widened: false,
+    };
     if t.dtype == DType::BOOL {
-        let data = TensorData::new(convert::to_bool(bytes), shape.clone());
+        // One byte or one word per value, as the device stores booleans (GPU backends take no
+        // `bool` data).
+        let store = burn::tensor::get_device_settings::<B>(gpu).bool_dtype;
+        let dtype = burn::tensor::DType::Bool(store);
+        let width = dtype.size();
+        let mut values = vec![0u8; bytes.len() * width];
+        for (v, &b) in values.chunks_exact_mut(width).zip(bytes) {
+            v[0] = u8::from(b != 0);
+        }
+        let data = TensorData::from_bytes_vec(values, shape.clone(), dtype);
         let tensor = B::bool_from_data(data, gpu);
-        return Ok((StoredTensor::Bool { tensor, shape }, None, held));
+        let stored = StoredTensor::Bool { tensor, shape };
+        verify(&stored, Expected::Bools(bytes))?;
+        return Ok(uploaded(stored, None));
     }
     let as_is = |dtype| {
         TensorData::from_bytes(
@@ -524,32 +594,60 @@ fn upload<B: Backend>(
     };
     if t.dtype.is_float() {
         let burn = burn_dtype(target).ok_or_else(unsupported)?;
-        let (data, sums) = if target == t.dtype {
-            let sums = checksums
+        let stored_sums = || {
+            opts.checksums
                 .then(|| convert::to_f32(t.dtype, bytes).map(|v| convert::sums_f32(&v)))
-                .flatten();
-            (as_is(burn), sums)
-        } else {
-            let values = convert::to_f32(t.dtype, bytes).ok_or_else(unsupported)?;
-            if target == DType::F32 {
-                let sums = checksums.then(|| convert::sums_f32(&values));
-                (TensorData::new(values, shape.clone()), sums)
-            } else {
-                let narrowed = convert::from_f32(&values, target).ok_or_else(unsupported)?;
-                let sums = checksums
-                    .then(|| convert::to_f32(target, &narrowed).map(|v| convert::sums_f32(&v)))
-                    .flatten();
-                (
-                    TensorData::from_bytes_vec(narrowed, shape.clone(), burn),
-                    sums,
-                )
-            }
+                .flatten()
         };
-        let tensor = TensorPrimitive::Float(B::float_from_data(data, gpu));
-        return Ok((StoredTensor::Float { tensor, shape }, sums, held));
+        let converted = |to| Expected::Converted {
+            bytes,
+            from: t.dtype,
+            to,
+        };
+        // Wider on the GPU than in the file: the file's bytes cross the bus, the device widens.
+        if target == DType::F32
+            && matches!(t.dtype, DType::BF16 | DType::F16)
+            && let Some(half) = burn_dtype(t.dtype)
+            && let Some(widened) = (transforms.widen)(as_is(half), gpu)
+        {
+            let tensor = widened.map_err(|e| site.kernel("widening", e))?;
+            let stored = StoredTensor::Float {
+                tensor: TensorPrimitive::Float(tensor),
+                shape,
+            };
+            verify(&stored, converted(DType::F32))?;
+            return Ok(Uploaded {
+                widened: true,
+                ..uploaded(stored, stored_sums())
+            });
+        }
+        let float = |data| StoredTensor::Float {
+            tensor: TensorPrimitive::Float(B::float_from_data(data, gpu)),
+            shape: shape.clone(),
+        };
+        if target == t.dtype {
+            let stored = float(as_is(burn));
+            verify(&stored, Expected::Bytes(bytes))?;
+            return Ok(uploaded(stored, stored_sums()));
+        }
+        let values = convert::to_f32(t.dtype, bytes).ok_or_else(unsupported)?;
+        if target == DType::F32 {
+            let sums = opts.checksums.then(|| convert::sums_f32(&values));
+            let stored = float(TensorData::new(values, shape.clone()));
+            verify(&stored, converted(target))?;
+            return Ok(uploaded(stored, sums));
+        }
+        let narrowed = convert::from_f32(&values, target).ok_or_else(unsupported)?;
+        let sums = opts
+            .checksums
+            .then(|| convert::to_f32(target, &narrowed).map(|v| convert::sums_f32(&v)))
+            .flatten();
+        let stored = float(TensorData::from_bytes_vec(narrowed, shape.clone(), burn));
+        verify(&stored, converted(target))?;
+        return Ok(uploaded(stored, sums));
     }
     let values = convert::to_i64(t.dtype, bytes).ok_or_else(unsupported)?;
-    let sums = checksums.then(|| convert::sums_i64(&values));
+    let sums = opts.checksums.then(|| convert::sums_i64(&values));
     let data = if target == t.dtype {
         as_is(burn_dtype(target).ok_or_else(unsupported)?)
     } else {
@@ -566,5 +664,7 @@ fn upload<B: Backend>(
         TensorData::new(narrowed, shape.clone())
     };
     let tensor = B::int_from_data(data, gpu);
-    Ok((StoredTensor::Int { tensor, shape }, sums, held))
+    let stored = StoredTensor::Int { tensor, shape };
+    verify(&stored, Expected::Ints(&values))?;
+    Ok(uploaded(stored, sums))
 }

@@ -64,6 +64,12 @@ pub struct LoadReport {
     pub memory: Memory,
     /// Per-tensor checksums, when asked for.
     pub checksums: Vec<(String, Checksum)>,
+    /// Tensors widened on their GPU from the checkpoint's bf16 or f16 bytes (the GPU holds
+    /// them as f32: [`PlanOptions::gpu_float`](crate::PlanOptions::gpu_float)).
+    pub widened_on_device: usize,
+    /// Tensors on GPUs whose checksum, taken on the device, was found equal to the file's
+    /// ([`LoadOptions::verify`](crate::LoadOptions::verify)).
+    pub verified: usize,
 }
 
 impl LoadReport {

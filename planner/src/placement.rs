@@ -9,7 +9,7 @@ use crate::device_map::DeviceMap;
 use crate::dtype::DType;
 use crate::error::Result;
 use crate::inventory::Inventory;
-use crate::place::{self, Ctx};
+use crate::place::{self, Ctx, Held};
 use crate::quantize::Quantize;
 use crate::runtime::{RuntimeCosts, RuntimeOptions};
 use crate::strategy::{Compat, OffloadOrder, Strategy};
@@ -36,6 +36,12 @@ pub struct PlanOptions {
     /// CPU backend, burn-ndarray, stores f32: a bf16 tensor takes twice its checkpoint size
     /// there). `None` sizes cpu like the other devices. Ignored with [`Compat::Accelerate`].
     pub cpu_float: Option<DType>,
+    /// The dtype GPU-placed floats are held in. `None` sizes them by `dtype`, the narrower of
+    /// stored and asked, as on disk; `Some(F32)` sizes the floats of a bf16 or f16 checkpoint
+    /// as f32 on the GPUs (the loader widens them there, on the device). Linear-layer weights
+    /// quantized at load keep their quantized size. Ignored (with a note) with
+    /// [`Compat::Accelerate`].
+    pub gpu_float: Option<DType>,
     /// Quantization applied at load to linear-layer weights on GPUs (see [`Quantize`]):
     /// those are sized as the kernels store them, values plus scales. cpu and disk keep
     /// their sizing. Ignored (with a note) with [`Compat::Accelerate`].
@@ -198,6 +204,8 @@ pub fn plan(inventory: &Inventory, budgets: &Budgets, opts: &PlanOptions) -> Res
     options.dtype = dtype;
     if opts.compat == Compat::Accelerate {
         options.runtime = RuntimeOptions::off();
+        // Accelerate sizes GPUs its own way: the loader must hold floats as planned.
+        options.gpu_float = None;
     }
     let runtime = RuntimeCosts::estimate(inventory, dtype, &options.runtime);
     let cpu_float = if opts.compat == Compat::Accelerate {
@@ -209,7 +217,12 @@ pub fn plan(inventory: &Inventory, budgets: &Budgets, opts: &PlanOptions) -> Res
         Compat::Accelerate => Quantize::None,
         Compat::Stowage => opts.quantize,
     };
-    let ctx = Ctx::new(inventory, budgets, dtype, cpu_float, quantize, &runtime);
+    let held = Held {
+        cpu_float,
+        gpu_float: options.gpu_float,
+        quantize,
+    };
+    let ctx = Ctx::new(inventory, budgets, dtype, held, &runtime);
     let placed = match (opts.compat, opts.strategy) {
         _ if opts.device_map.is_some() => {
             place::explicit::place(&ctx, opts.device_map.as_ref().expect("checked"))?
@@ -314,6 +327,12 @@ pub fn plan(inventory: &Inventory, budgets: &Budgets, opts: &PlanOptions) -> Res
         notes.push(format!(
             "quantization ({}) is ignored with --compat accelerate",
             opts.quantize
+        ));
+    }
+    if let (Compat::Accelerate, Some(f)) = (opts.compat, opts.gpu_float) {
+        notes.push(format!(
+            "--gpu-float {} is ignored with --compat accelerate",
+            f.as_str().to_ascii_lowercase()
         ));
     }
     // Accelerate sizes what it places its own way (buffers, the model's dtype); quantized

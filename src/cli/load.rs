@@ -19,11 +19,17 @@ tensor onto its device: cpu tensors into burn-ndarray (floats as f32, zero-copy 
 file when stored as f32), disk tensors left in place when the checkpoint already has the dtype
 asked for, else converted once into --offload-folder. GPU tensors go to the device as stored
 (or converted to the planned dtype) through burn-cuda (build with --features cuda) or wgpu
-(--features wgpu); see --backend.
+(--features wgpu); see --backend. With --gpu-float f32, a bf16 or f16 checkpoint crosses to the
+GPUs as stored and is widened to f32 there, on the device.
+
+--verify proves the GPU tensors bit-exact without copying them back: each one's checksum is
+taken on its device and compared with the same checksum of the values the file says it holds,
+taken on the host; a difference is an error naming the tensor and its file.
 
 Examples:
   stowage load ./Llama-3-8B --max-memory cpu=8GiB
   stowage load ./model --plan plan.json --checksums --json
+  stowage load ./model --gpus 2x24GiB --gpu-float f32 --verify
 
 Exit codes: 0 loaded, 1 error, 2 usage.";
 
@@ -37,6 +43,11 @@ pub struct LoadArgs {
     /// Add per-tensor checksums: device, shape, and f64 sum and sum of absolute values
     #[arg(long)]
     checksums: bool,
+
+    /// Check every tensor loaded onto a GPU against the file: a checksum taken on the device
+    /// must equal the same checksum of the file's values, taken on the host
+    #[arg(long)]
+    verify: bool,
 
     /// Print the report as one JSON object
     #[arg(long)]
@@ -76,6 +87,7 @@ pub fn run(args: LoadArgs, out: Output) -> anyhow::Result<ExitCode> {
     let opts = LoadOptions {
         offload_folder: planned.offload_folder.clone(),
         checksums: args.checksums,
+        verify: args.verify,
         progress: Some(Box::new(move |done, _| progress_bar.set_position(done))),
     };
     let report = match choose(args.backend, &planned.plan)? {
@@ -131,6 +143,8 @@ fn report_json(spec: &str, r: &LoadReport) -> Value {
         "devices": r.devices.iter().map(|d| json!({
             "device": d.device.to_json(), "planned_bytes": d.planned_bytes, "actual_bytes": d.actual_bytes,
         })).collect::<Vec<_>>(),
+        "widened_on_device": r.widened_on_device,
+        "verified": r.verified,
         "bytes_read": r.bytes_read,
         "seconds": r.seconds,
         "throughput_gbps": r.throughput_gbps(),
@@ -173,6 +187,20 @@ pub fn write_report(w: &mut impl Write, spec: &str, r: &LoadReport) -> std::io::
         ]);
     }
     writeln!(w, "{table}")?;
+    if r.widened_on_device > 0 {
+        writeln!(
+            w,
+            "{} tensors widened to f32 on the GPUs from the checkpoint's bytes",
+            r.widened_on_device
+        )?;
+    }
+    if r.verified > 0 {
+        writeln!(
+            w,
+            "verified: {} tensors on the GPUs hold exactly the file's values (checksums taken on the devices)",
+            r.verified
+        )?;
+    }
     if let Some(o) = &r.offload {
         writeln!(
             w,

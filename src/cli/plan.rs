@@ -48,6 +48,10 @@ with no run-time room.
 once quantized at load: 1 or 1/2 byte per value, plus a 4-byte scale per --quantize-group
 values (default 128) of each row. cpu and disk keep their sizing.
 
+--gpu-float f32|f16|bf16 sizes the floating tensors placed on GPUs as held in that dtype,
+whatever the checkpoint stores: --gpu-float f32 plans a bf16 or f16 checkpoint as f32 on the
+GPUs, which `stowage load` widens there, on the device. cpu and disk keep their sizing.
+
 Sizes: GiB/MiB/KiB are powers of 2, GB/MB/KB/TB powers of 10, bare numbers are bytes.
 
 Examples:
@@ -99,6 +103,11 @@ pub struct PlanInputs {
     /// checkpoint's first floating dtype]
     #[arg(long, value_enum)]
     dtype: Option<DTypeArg>,
+
+    /// dtype the GPUs hold floating tensors in, whatever the checkpoint stores (f32 widens a
+    /// bf16 or f16 checkpoint on the GPUs at load) [default: as --dtype sizes them]
+    #[arg(long, value_enum, value_name = "DTYPE")]
+    gpu_float: Option<FloatArg>,
 
     /// Budget of a device, DEVICE=SIZE (0=20GiB, cpu=64GiB, disk=500GB) or a JSON object;
     /// repeatable; a GPU index not present adds a planned GPU
@@ -188,6 +197,16 @@ enum CompatArg {
 enum DTypeArg {
     /// The config's torch_dtype, else the checkpoint's first floating dtype
     Auto,
+    /// 32-bit float
+    F32,
+    /// 16-bit float
+    F16,
+    /// bfloat16
+    Bf16,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum FloatArg {
     /// 32-bit float
     F32,
     /// 16-bit float
@@ -295,7 +314,7 @@ impl PlanInputs {
             subfolder,
             variant
         );
-        take!(quantize, quantize_group);
+        take!(quantize, quantize_group, gpu_float);
         m.max_memory.extend(more.max_memory);
         m.no_split.extend(more.no_split);
         m
@@ -392,6 +411,13 @@ pub fn make_plan(args: &PlanInputs, out: Output) -> anyhow::Result<Planned> {
             DTypeArg::F16 => Some(DType::F16),
             DTypeArg::Bf16 => Some(DType::BF16),
         };
+    }
+    if let Some(f) = args.gpu_float {
+        options.gpu_float = Some(match f {
+            FloatArg::F32 => DType::F32,
+            FloatArg::F16 => DType::F16,
+            FloatArg::Bf16 => DType::BF16,
+        });
     }
     if let Some(o) = args.offload_order {
         options.offload_order = match o {

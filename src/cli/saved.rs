@@ -49,7 +49,7 @@ pub fn budgets_from_json(v: &Value) -> anyhow::Result<Budgets> {
 }
 
 /// The options as JSON (the device map itself is the plan's `device_map`). `quantize` and
-/// `quantize_group` are written only when weights are quantized.
+/// `quantize_group` are written only when weights are quantized, `gpu_float` only when set.
 pub fn options_json(o: &PlanOptions) -> Value {
     let mut v = json!({
         "strategy": o.strategy.as_str(),
@@ -65,6 +65,9 @@ pub fn options_json(o: &PlanOptions) -> Value {
     if let Some(group) = o.quantize.group() {
         v["quantize"] = json!(o.quantize.as_str());
         v["quantize_group"] = json!(group);
+    }
+    if let Some(f) = o.gpu_float {
+        v["gpu_float"] = json!(f.as_str().to_ascii_lowercase());
     }
     v
 }
@@ -104,6 +107,12 @@ pub fn options_from_json(v: &Value) -> anyhow::Result<PlanOptions> {
         }
         None => None,
     };
+    let gpu_float = match s("gpu_float") {
+        Some(d) => {
+            Some(DType::from_user(d).with_context(|| format!("saved options: gpu_float `{d}`"))?)
+        }
+        None => None,
+    };
     let quantize = match s("quantize") {
         Some(q) => {
             let group = n("quantize_group").map(u32::try_from).transpose()?;
@@ -119,6 +128,7 @@ pub fn options_from_json(v: &Value) -> anyhow::Result<PlanOptions> {
         runtime,
         device_map: None,
         cpu_float,
+        gpu_float,
         quantize,
     })
 }

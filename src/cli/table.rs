@@ -91,9 +91,13 @@ pub fn write_plan(
         q if q.is_none() || plan.options.compat == stowage::Compat::Accelerate => String::new(),
         q => format!(", linear weights on GPUs as {q}"),
     };
+    let gpu_float = match plan.options.gpu_float {
+        Some(f) => format!(", floats on GPUs as {}", f.as_str().to_ascii_lowercase()),
+        None => String::new(),
+    };
     writeln!(
         w,
-        "{runtime}, dtype {dtype}{quantized}, {} of weights in {} units; run-time room for batch {} × {} tokens, GPU overhead {}",
+        "{runtime}, dtype {dtype}{gpu_float}{quantized}, {} of weights in {} units; run-time room for batch {} × {} tokens, GPU overhead {}",
         format_bytes(plan.total_bytes),
         plan.units.len(),
         rt.batch,
@@ -151,6 +155,10 @@ pub fn write_plan(
         }
         _ => String::new(),
     };
+    let gpu_note = match plan.options.gpu_float {
+        Some(f) => format!(" (floats as {})", f.as_str().to_ascii_lowercase()),
+        None => String::new(),
+    };
     if has_gpu {
         let gpu: u64 = plan
             .devices
@@ -160,9 +168,10 @@ pub fn write_plan(
             .sum();
         writeln!(
             w,
-            "total {}: {} on GPUs, {} offloaded to cpu{}, {} to disk",
+            "total {}: {} on GPUs{}, {} offloaded to cpu{}, {} to disk",
             format_bytes(plan.total_bytes),
             format_bytes(gpu),
+            gpu_note,
             format_bytes(on(Device::Cpu)),
             cpu_note,
             format_bytes(on(Device::Disk)),

@@ -348,7 +348,12 @@ fn cli_runs_on_two_wgpu_gpus_with_upload() {
     let units = v["units"].as_array().unwrap();
     let ran: Vec<(String, String)> = units
         .iter()
-        .map(|u| (u["ran_on"].to_string(), u["weights"].to_string()))
+        .map(|u| {
+            (
+                u["ran_on"].to_string(),
+                u["weights"].as_str().unwrap().to_string(),
+            )
+        })
         .collect();
     assert!(
         ran.iter().any(|r| r.0 == "1"),

@@ -302,3 +302,290 @@ fn split_llama_on_two_gpus_cpu_and_disk_computes_what_one_gpu_does() {
         .fold(0.0f32, f32::max);
     assert!(worst < 1e-4, "in place on the CPU: max abs diff {worst}");
 }
+
+/// A plan of `inv` over two GPUs of `gpu` bytes each holding floats as f32, the rest on cpu.
+fn plan_gpu_f32(inv: &Inventory, gpu: u64) -> stowage::Plan {
+    let budgets = Budgets {
+        gpus: (0..2)
+            .map(|index| GpuBudget {
+                index,
+                name: format!("wgpu {index}"),
+                bytes: gpu,
+                present: false,
+            })
+            .collect(),
+        cpu_bytes: 1 << 30,
+        disk_bytes: 1 << 30,
+    };
+    let opts = PlanOptions {
+        strategy: Strategy::Sequential,
+        runtime: RuntimeOptions::off(),
+        cpu_float: Some(stowage::DType::F32),
+        gpu_float: Some(stowage::DType::F32),
+        ..Default::default()
+    };
+    stowage::plan(inv, &budgets, &opts).unwrap()
+}
+
+/// Lavapipe holds no bf16: with the GPUs holding floats as f32, a bf16 checkpoint crosses as
+/// stored and is widened on each device, to exactly `half`'s values, and verified there.
+#[test]
+fn bf16_widened_on_two_gpus_holds_exactly_halfs_values() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = llama_valued(6, Dtype::BF16);
+    write_sharded_valued(dir.path(), &src, 3);
+    let inv = Inventory::from_spec(s(dir.path()), &InventoryOptions::default()).unwrap();
+    let f32_total: u64 = inv.tensors.iter().map(|t| t.elems() * 4).sum();
+    let plan = plan_gpu_f32(&inv, f32_total * 2 / 5);
+    let on_gpus: Vec<usize> = (0..inv.tensors.len())
+        .filter(|&i| plan.tensor_devices[i].is_gpu())
+        .collect();
+    for d in [Device::Gpu(0), Device::Gpu(1), Device::Cpu] {
+        assert!(
+            plan.tensor_devices.contains(&d),
+            "{d}: {:?}",
+            plan.tensor_devices
+        );
+    }
+    // The GPUs are sized for f32, twice the checkpoint's bytes.
+    let gpu_f32: u64 = on_gpus.iter().map(|&i| inv.tensors[i].elems() * 4).sum();
+    assert_eq!(
+        plan.used_on(Device::Gpu(0)) + plan.used_on(Device::Gpu(1)),
+        gpu_f32
+    );
+
+    let targets = Targets::<GpuBackend>::wgpu_first(2).unwrap();
+    let opts = LoadOptions {
+        offload_folder: dir.path().join("offload"),
+        verify: true,
+        ..Default::default()
+    };
+    let (store, report) =
+        stowage::load_store::<GpuBackend>(&inv, &plan, targets.clone(), &opts).unwrap();
+    assert_eq!(report.widened_on_device, on_gpus.len());
+    assert_eq!(report.verified, on_gpus.len());
+    for d in &report.devices {
+        assert_eq!(d.actual_bytes, d.planned_bytes, "{}", d.device);
+    }
+    for (name, dtype, shape, v) in &src {
+        let i = inv.find(name).unwrap();
+        let device = plan.tensor_devices[i];
+        let want: Vec<f32> = v
+            .iter()
+            .map(|&x| half::bf16::from_f32(x).to_f32())
+            .collect();
+        assert_eq!(*dtype, Dtype::BF16);
+        assert_eq!(
+            values_of(&store, name, shape.len()),
+            want,
+            "{name} on {device}"
+        );
+        if let Some(gpu) = targets.device(device).filter(|_| device.is_gpu()) {
+            assert_eq!(device_of(&store, name, shape.len()).as_ref(), Some(gpu));
+            let dtype = match shape.len() {
+                1 => store.float::<1>(name).unwrap().dtype(),
+                _ => store.float::<2>(name).unwrap().dtype(),
+            };
+            assert_eq!(dtype, burn::tensor::DType::F32, "{name}");
+        }
+    }
+}
+
+/// Writes one safetensors file of raw tensors: name, dtype, shape, little-endian bytes.
+fn write_raw_tensors(path: &std::path::Path, tensors: &[(&str, Dtype, Vec<usize>, Vec<u8>)]) {
+    let views: Vec<(String, safetensors::tensor::TensorView)> = tensors
+        .iter()
+        .map(|(n, d, s, b)| {
+            let view = safetensors::tensor::TensorView::new(*d, s.clone(), b).unwrap();
+            (n.to_string(), view)
+        })
+        .collect();
+    safetensors::serialize_to_file(views, None, path).unwrap();
+}
+
+/// Every kind of tensor on a GPU verifies: odd counts of bf16 and f16 values widened on the
+/// device (the upload padded, the checksum's last word zero-padded), f32 kept, f32 narrowed
+/// to f16 on the host, integers, booleans.
+#[test]
+fn verify_passes_for_every_kind_of_gpu_tensor() {
+    use half::{bf16, f16};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("model.safetensors");
+    let vals = |n: usize| (0..n).map(|i| i as f32 * 0.625 - 3.0).collect::<Vec<f32>>();
+    let bf: Vec<u8> = vals(15)
+        .iter()
+        .flat_map(|&x| bf16::from_f32(x).to_le_bytes())
+        .collect();
+    let hf: Vec<u8> = vals(7)
+        .iter()
+        .flat_map(|&x| f16::from_f32(x).to_le_bytes())
+        .collect();
+    let f: Vec<u8> = vals(5).iter().flat_map(|x| x.to_le_bytes()).collect();
+    let ids: Vec<u8> = [3i64, -1, 70000, 0, 5]
+        .iter()
+        .flat_map(|x| x.to_le_bytes())
+        .collect();
+    write_raw_tensors(
+        &path,
+        &[
+            ("a.weight", Dtype::BF16, vec![3, 5], bf.clone()),
+            ("b.weight", Dtype::F16, vec![7], hf.clone()),
+            ("c.weight", Dtype::F32, vec![5], f),
+            ("d.ids", Dtype::I64, vec![5], ids),
+            ("e.mask", Dtype::BOOL, vec![3], vec![1, 0, 9]),
+        ],
+    );
+    let inv = Inventory::from_spec(s(&path), &InventoryOptions::default()).unwrap();
+    let targets = Targets::<GpuBackend>::wgpu_first(1).unwrap();
+    for gpu_float in [stowage::DType::F32, stowage::DType::F16] {
+        let budgets = Budgets {
+            gpus: vec![GpuBudget {
+                index: 0,
+                name: "wgpu 0".into(),
+                bytes: 1 << 20,
+                present: false,
+            }],
+            cpu_bytes: 0,
+            disk_bytes: 0,
+        };
+        let opts = PlanOptions {
+            runtime: RuntimeOptions::off(),
+            gpu_float: Some(gpu_float),
+            ..Default::default()
+        };
+        let plan = stowage::plan(&inv, &budgets, &opts).unwrap();
+        assert!(plan.tensor_devices.iter().all(|d| *d == Device::Gpu(0)));
+        let opts = LoadOptions {
+            verify: true,
+            ..Default::default()
+        };
+        let (store, report) =
+            stowage::load_store::<GpuBackend>(&inv, &plan, targets.clone(), &opts).unwrap();
+        assert_eq!(report.verified, 5, "{gpu_float}");
+        let widened = if gpu_float == stowage::DType::F32 {
+            2
+        } else {
+            0
+        };
+        assert_eq!(report.widened_on_device, widened, "{gpu_float}");
+        let a = store.float::<2>("a.weight").unwrap().into_data();
+        let want: Vec<f32> = bf
+            .chunks(2)
+            .map(|c| bf16::from_le_bytes([c[0], c[1]]).to_f32())
+            .map(|x| match gpu_float {
+                stowage::DType::F16 => f16::from_f32(x).to_f32(),
+                _ => x,
+            })
+            .collect();
+        assert_eq!(
+            a.convert::<f32>().to_vec::<f32>().unwrap(),
+            want,
+            "{gpu_float}"
+        );
+        for d in &report.devices {
+            assert_eq!(d.actual_bytes, d.planned_bytes, "{gpu_float} {}", d.device);
+        }
+    }
+}
+
+/// `stowage plan --gpu-float f32 --json` keeps the option in the saved plan (and a plan
+/// without it has no such key); `stowage load --plan` of it widens the bf16 checkpoint on the
+/// two devices, and `--verify` proves every GPU tensor, in JSON and in the table.
+#[test]
+fn cli_plans_gpu_float_and_verifies_the_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = llama_valued(4, Dtype::BF16);
+    write_sharded_valued(dir.path(), &src, 2);
+    let inv = Inventory::from_spec(s(dir.path()), &InventoryOptions::default()).unwrap();
+    let f32_total: u64 = inv.tensors.iter().map(|t| t.elems() * 4).sum();
+    let gpus = format!("2x{}B", f32_total * 2 / 5);
+    let offload = dir.path().join("offload");
+    let plan_args = |gpu_float: bool| {
+        let mut a = vec![
+            "plan",
+            s(dir.path()),
+            "--gpus",
+            &gpus,
+            "--max-memory",
+            "cpu=1GiB",
+            "--strategy",
+            "sequential",
+            "--max-seq-len",
+            "0",
+            "--gpu-overhead",
+            "0",
+            "--offload-folder",
+            s(&offload),
+            "--json",
+        ];
+        if gpu_float {
+            a.extend(["--gpu-float", "f32"]);
+        }
+        stowage(&a)
+    };
+    let plain = plan_args(false);
+    assert!(plain.status.success(), "{}", stderr(&plain));
+    let plain: serde_json::Value = serde_json::from_str(&stdout(&plain)).unwrap();
+    assert!(
+        plain["options"].get("gpu_float").is_none(),
+        "{}",
+        plain["options"]
+    );
+
+    let o = plan_args(true);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let planned: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(planned["options"]["gpu_float"], "f32");
+    // Units on the GPUs are sized as f32: 4 bytes a value.
+    let under = |name: &str| -> Vec<&Valued> {
+        src.iter()
+            .filter(|(n, ..)| n == name || n.starts_with(&format!("{name}.")))
+            .collect()
+    };
+    let gpu_units: Vec<&serde_json::Value> = planned["units"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|u| u["device"].is_u64())
+        .collect();
+    assert!(!gpu_units.is_empty());
+    for u in &gpu_units {
+        let values: usize = under(u["name"].as_str().unwrap())
+            .iter()
+            .map(|(.., v)| v.len())
+            .sum();
+        assert_eq!(u["bytes"], 4 * values as u64, "{u}");
+    }
+    let saved = dir.path().join("plan.json");
+    std::fs::write(&saved, stdout(&o)).unwrap();
+
+    let load = |json: bool| {
+        let mut a = vec!["load", "--plan", s(&saved), "--backend", "wgpu", "--verify"];
+        if json {
+            a.push("--json");
+        }
+        stowage(&a)
+    };
+    let o = load(true);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    for d in v["devices"].as_array().unwrap() {
+        assert_eq!(d["planned_bytes"], d["actual_bytes"], "{d}");
+    }
+    let gpu_tensors: usize = gpu_units
+        .iter()
+        .map(|u| under(u["name"].as_str().unwrap()).len())
+        .sum();
+    assert!(gpu_tensors > 0);
+    assert_eq!(v["widened_on_device"], gpu_tensors);
+    assert_eq!(v["verified"], gpu_tensors);
+
+    let o = load(false);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let table = stdout(&o);
+    assert!(
+        table.contains(&format!("{gpu_tensors} tensors widened to f32 on the GPUs"))
+            && table.contains(&format!("verified: {gpu_tensors} tensors")),
+        "{table}"
+    );
+}

@@ -21,6 +21,7 @@ use crate::inventory::{Inventory, Module};
 use crate::placement::Unit;
 use crate::quantize::Quantize;
 use crate::runtime::RuntimeCosts;
+use crate::tensor::TensorInfo;
 use crate::units::format_bytes;
 
 /// Units and reserves chosen by a strategy.
@@ -157,6 +158,18 @@ impl Sizing {
     }
 }
 
+/// How each kind of device holds what is placed on it, where that differs from the sizing
+/// dtype: floats on cpu and on GPUs, and linear-layer weights quantized on GPUs.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Held {
+    /// The dtype the CPU backend stores floats in (`None`: as on other devices).
+    pub cpu_float: Option<DType>,
+    /// The dtype GPUs hold floats in (`None`: as the sizing dtype says).
+    pub gpu_float: Option<DType>,
+    /// The quantization GPUs hold linear-layer weights in.
+    pub quantize: Quantize,
+}
+
 /// What a plan is computed against: the inventory, the budgets, the sizing dtype and the
 /// run-time room.
 pub(crate) struct Ctx<'a> {
@@ -167,31 +180,41 @@ pub(crate) struct Ctx<'a> {
     device: Sizing,
     /// Sizes on cpu: floats as the CPU backend stores them, when that differs.
     cpu: Option<Sizing>,
-    /// Sizes on GPUs when linear-layer weights are quantized there.
+    /// Sizes on GPUs when they hold floats in another dtype, or quantize linear-layer weights.
     gpu: Option<Sizing>,
 }
 
+/// Bytes of `t` held with floats as `float`, other tensors as `dtype` sizes them.
+fn held_as(t: &TensorInfo, float: DType, dtype: Option<DType>) -> u64 {
+    match t.tied_to {
+        Some(_) => 0,
+        None if t.dtype.is_float() => float.bytes_for(t.elems()).unwrap_or(u64::MAX),
+        None => t.bytes_as(dtype),
+    }
+}
+
 impl<'a> Ctx<'a> {
-    /// `cpu_float`: the dtype the CPU backend stores floats in (`None`: as on other devices);
-    /// `quantize`: the quantization GPUs hold linear-layer weights in.
+    /// `held`: how cpu and GPUs hold what is placed on them, where it differs from `dtype`.
     pub fn new(
         inv: &'a Inventory,
         budgets: &'a Budgets,
         dtype: Option<DType>,
-        cpu_float: Option<DType>,
-        quantize: Quantize,
+        held: Held,
         runtime: &'a RuntimeCosts,
     ) -> Self {
+        let Held {
+            cpu_float,
+            gpu_float,
+            quantize,
+        } = held;
         let device = Sizing::new(inv, |t| t.bytes_as(dtype));
-        let cpu = cpu_float.map(|f| {
-            Sizing::new(inv, |t| match t.tied_to {
-                Some(_) => 0,
-                None if t.dtype.is_float() => f.bytes_for(t.elems()).unwrap_or(u64::MAX),
-                None => t.bytes_as(dtype),
+        let cpu = cpu_float.map(|f| Sizing::new(inv, |t| held_as(t, f, dtype)));
+        let gpu = (!quantize.is_none() || gpu_float.is_some()).then(|| {
+            Sizing::new(inv, |t| match gpu_float {
+                Some(f) if !quantize.applies_to(t) => held_as(t, f, dtype),
+                _ => quantize.tensor_bytes(t, dtype),
             })
         });
-        let gpu =
-            (!quantize.is_none()).then(|| Sizing::new(inv, |t| quantize.tensor_bytes(t, dtype)));
         Ctx {
             inv,
             budgets,

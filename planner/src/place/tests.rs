@@ -81,10 +81,13 @@ fn check_invariants(inv: &Inventory, budgets: &Budgets, p: &Plan) {
         assert!(d.committed_bytes() <= d.budget_bytes, "{d:?}");
         assert_eq!(Some(d.budget_bytes), budgets.get(d.device));
     }
-    assert_eq!(
-        p.devices.iter().map(|d| d.used_bytes).sum::<u64>(),
-        p.total_bytes
-    );
+    // Weights add up to the model's size when every device holds them as sized.
+    if p.options.cpu_float.is_none() && p.options.gpu_float.is_none() {
+        assert_eq!(
+            p.devices.iter().map(|d| d.used_bytes).sum::<u64>(),
+            p.total_bytes
+        );
+    }
     // No-split units whole.
     inv.root.walk(&mut |m| {
         if m.no_split {
@@ -198,6 +201,87 @@ proptest! {
             }
         }
     }
+}
+
+/// Bytes of the tensors `p` puts on `device`, floats as `float`, the rest as stored.
+fn held_on(inv: &Inventory, p: &Plan, device: Device, float: DType) -> u64 {
+    inv.tensors
+        .iter()
+        .zip(&p.tensor_devices)
+        .filter(|(t, d)| **d == device && t.tied_to.is_none())
+        .map(|(t, _)| {
+            let dtype = if t.dtype.is_float() { float } else { t.dtype };
+            dtype.bytes_for(t.elems()).unwrap()
+        })
+        .sum()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(100))]
+
+    /// GPUs holding floats wider (f32 from bf16) or narrower (f16 from f32) than stored: no
+    /// device goes over budget, and each GPU's weights are its tensors as held.
+    #[test]
+    fn gpu_float_keeps_invariants(
+        inv in model(), budgets in budgets(), wide in any::<bool>(), overhead in 0u64..200,
+    ) {
+        let gpu_float = if wide { DType::F32 } else { DType::F16 };
+        for strategy in STRATEGIES {
+            let opts = PlanOptions {
+                gpu_float: Some(gpu_float),
+                cpu_float: Some(DType::F32),
+                ..options(strategy, overhead)
+            };
+            let Ok(p) = plan(&inv, &budgets, &opts) else { continue };
+            check_invariants(&inv, &budgets, &p);
+            for d in p.devices.iter().filter(|d| d.device.is_gpu()) {
+                let held = held_on(&inv, &p, d.device, gpu_float);
+                prop_assert_eq!(d.used_bytes, held, "{}", strategy);
+            }
+            prop_assert_eq!(p.used_on(Device::Cpu), held_on(&inv, &p, Device::Cpu, DType::F32));
+        }
+    }
+}
+
+#[test]
+fn gpu_float_f32_sizes_a_bf16_model_twice_on_gpus_only() {
+    let t = |n: &str| tensor(n.into(), 100, DType::BF16);
+    let names = ["e.weight", "layers.0.w", "layers.1.w", "head.weight"];
+    let inv =
+        Inventory::from_tensors(names.map(t).to_vec(), None, &InventoryOptions::default()).unwrap();
+    // 800 bytes as stored: fits the GPU; 1600 as f32: two tensors stay (with 400 kept to
+    // bring one back in), two go to cpu, still bf16 there.
+    let budgets = Budgets {
+        gpus: Vec::new(),
+        cpu_bytes: 1000,
+        disk_bytes: 0,
+    }
+    .with_planned_gpus(&[1200]);
+    let stored = plan(&inv, &budgets, &options(Placement::Sequential, 0)).unwrap();
+    assert_eq!(stored.used_on(Device::Gpu(0)), 800);
+    assert_eq!(stored.offloaded_bytes(), 0);
+    let opts = PlanOptions {
+        gpu_float: Some(DType::F32),
+        ..options(Placement::Sequential, 0)
+    };
+    let wide = plan(&inv, &budgets, &opts).unwrap();
+    assert_eq!(wide.options.gpu_float, Some(DType::F32));
+    assert_eq!(wide.used_on(Device::Gpu(0)), 800, "two tensors as f32");
+    assert_eq!(wide.used_on(Device::Cpu), 400, "two tensors as bf16");
+    assert_eq!(wide.total_bytes, 800, "the model as sized by dtype");
+    // Accelerate sizes its own way, and says the option was ignored.
+    let opts = PlanOptions {
+        gpu_float: Some(DType::F32),
+        compat: crate::strategy::Compat::Accelerate,
+        ..options(Placement::Sequential, 0)
+    };
+    let acc = plan(&inv, &budgets, &opts).unwrap();
+    assert_eq!(acc.options.gpu_float, None);
+    assert!(
+        acc.notes.iter().any(|n| n.contains("--gpu-float f32")),
+        "{:?}",
+        acc.notes
+    );
 }
 
 #[test]
