@@ -233,6 +233,10 @@ where
     /// `plan` places it: resident blocks onto their devices, `cpu` blocks in
     /// [`OffloadMode::Upload`] into host memory, `disk` blocks not at all.
     ///
+    /// Weights are quantized as the plan was sized, `plan.options.quantize`
+    /// ([`ModuleLoadOptions::quantize`]): disk blocks too, each time they are read, and host
+    /// blocks are re-encoded for GPU 0's backend when they are uploaded.
+    ///
     /// # Errors
     ///
     /// A block the plan splits over devices, a GPU with no device in `targets`, and the
@@ -336,6 +340,7 @@ where
         drop(std::mem::take(model.blocks_mut()));
         let opts = ModuleLoadOptions {
             renames: model.renames(),
+            quantize: plan.options.quantize,
             ..Default::default()
         };
         let (mut model, outer_report) = load(model, inventory, &load_plan, targets.clone(), &opts)?;
@@ -444,7 +449,11 @@ where
         let exec = dev(self.exec);
         let fetch = |i: usize| -> Result<M::Block> {
             match &self.slots[i] {
-                Slot::Host(block) => Ok(block.clone().to_device(&exec)),
+                Slot::Host(block) => Ok(crate::quantized::to_device(
+                    block.clone(),
+                    &exec,
+                    self.exec_plan.options.quantize,
+                )),
                 Slot::Disk => Ok(load_block(
                     &self.model,
                     i,
@@ -562,6 +571,7 @@ fn load_block<B: Backend, M: Layered<B>>(
 ) -> Result<(M::Block, usize)> {
     let opts = ModuleLoadOptions {
         renames: model.block_renames(i),
+        quantize: plan.options.quantize,
         ..Default::default()
     };
     let (block, report) = load(

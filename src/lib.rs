@@ -23,6 +23,7 @@ mod mmap;
 pub mod models;
 mod module;
 mod offload;
+pub mod quantized;
 mod rename;
 mod report;
 mod store;
@@ -42,6 +43,7 @@ pub use module::{
     Mismatch, ModuleCheck, ModuleLoadOptions, ModuleLoadReport, WeightLayout, check_module, load,
     module_tensors,
 };
+pub use quantized::{QuantLinear, QuantLinearConfig, QuantizedParam, QuantizedWeight};
 pub use rename::{Rename, Renames};
 pub use report::{Checksum, DeviceLoad, LoadReport, OffloadSummary};
 pub use store::{DiskTensor, StoredTensor, TensorStore};

@@ -13,6 +13,11 @@
 //!   [`Param::transform_for_load`]. The random init of a loaded parameter never runs; a
 //!   parameter that is not loaded stays as it was (lazy ones stay lazy).
 //!
+//! With [`ModuleLoadOptions::quantize`], the weights the planner's rule picks are read one by
+//! one and quantized on the host as they are loaded; a [`QuantLinear`](crate::QuantLinear)'s
+//! weight is then held as burn's quantized tensor ([`crate::quantized`] has the format, what
+//! burn 0.21 can hold and why burn's own `Linear` cannot).
+//!
 //! Names go through [`Renames`] from the model path to the checkpoint name (`gamma` →
 //! `weight`, a `model.` prefix, …). Tied tensors (`lm_head.weight` tied to
 //! `model.embed_tokens.weight` by the inventory or its config) load once: every parameter
@@ -107,14 +112,18 @@ use std::collections::{HashMap, HashSet};
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
 use burn::prelude::*;
 use burn::tensor::{Bool, DType as BurnDType, Int, TensorPrimitive, get_device_settings};
-use stowage_planner::{DType, Inventory, InventoryOptions, Plan, TensorInfo, TensorSource};
+use stowage_planner::{
+    DType, Inventory, InventoryOptions, Plan, Quantize, TensorInfo, TensorSource,
+};
 
 use crate::backend::Targets;
+use crate::convert;
 use crate::error::{Error, Result};
 use crate::load::{LoadOptions, load_store};
+use crate::quantized::{Held, QuantizedParam, QuantizedWeight};
 use crate::rename::Renames;
 use crate::report::LoadReport;
-use crate::store::TensorStore;
+use crate::store::{DiskTensor, TensorStore};
 
 /// How the checkpoint lays out `Linear` weights (see the module docs).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -143,6 +152,15 @@ pub struct ModuleLoadOptions {
     pub layout: WeightLayout,
     /// How the store is loaded (offload folder, checksums, progress).
     pub store: LoadOptions,
+    /// Quantize the weights the planner's rule picks ([`Quantize::applies_to`]: 2-D linear
+    /// weights inside numbered blocks) as they are loaded, in groups of the option's size (the
+    /// format: [`crate::quantized`]'s docs). Each is read from the checkpoint on its own, never
+    /// through [`crate::load_store`], and quantized on the host; a
+    /// [`QuantLinear`](crate::QuantLinear) weight in PyTorch layout is then held as burn's
+    /// quantized tensor where its device can hold the format, every other one dequantized
+    /// (f32). [`ModuleLoadReport::quantized`] lists them. `Quantize::None` (the default)
+    /// quantizes nothing.
+    pub quantize: Quantize,
 }
 
 /// A parameter whose checkpoint tensor has another shape.
@@ -191,8 +209,12 @@ pub struct ModuleLoadReport {
     pub mismatched: Vec<Mismatch>,
     /// `(parameter, owner)`: parameters sharing the storage of the tensor they are tied to.
     pub tied: Vec<(String, String)>,
-    /// The store's load: bytes, devices, ties, time, memory.
+    /// The store's load: bytes, devices, ties, time, memory. Quantized parameters are not in
+    /// it: they are read apart, and listed in [`ModuleLoadReport::quantized`].
     pub store: LoadReport,
+    /// Parameters quantized as they were loaded ([`ModuleLoadOptions::quantize`]): how each is
+    /// held and the bytes it takes.
+    pub quantized: Vec<QuantizedParam>,
 }
 
 /// The parameters of `model` as tensors to plan, in visiting order, without initialising
@@ -285,6 +307,8 @@ pub fn load<B: Backend, M: Module<B>>(
         next: 0,
         stack: Vec::new(),
         floats: HashMap::new(),
+        quantize: options.quantize,
+        quantized: Vec::new(),
         error: None,
     };
     let model = model.map(&mut loader);
@@ -300,6 +324,7 @@ pub fn load<B: Backend, M: Module<B>>(
             mismatched: check.mismatched,
             tied: check.tied,
             store: store_report,
+            quantized: loader.quantized,
         },
     ))
 }
@@ -340,6 +365,9 @@ struct Slot {
     dims: Vec<usize>,
     /// `Some(transposes)` for a `Linear` weight: whether its load mapper transposes.
     linear: Option<bool>,
+    /// Whether it is a [`QuantLinear`](crate::QuantLinear)'s weight, which can hold it
+    /// quantized.
+    quant_linear: bool,
 }
 
 impl Slot {
@@ -374,6 +402,15 @@ enum Action {
         /// Whether to transpose it (a Row-layout `Linear` weight from `[out, in]`).
         transpose: bool,
     },
+    /// Read it from the checkpoint and quantize it ([`ModuleLoadOptions::quantize`]).
+    Quantize {
+        /// The checkpoint tensor (2-D, its dims those of the parameter before the transpose).
+        source: TensorInfo,
+        /// Whether a dequantized weight is transposed, as [`Action::Load`] says.
+        transpose: bool,
+        /// Whether it may be held quantized: a `QuantLinear` weight in PyTorch layout.
+        hold: bool,
+    },
 }
 
 /// Visits every parameter, recording its path and facts without initialising it.
@@ -398,10 +435,13 @@ impl Walker {
         names.join(".")
     }
 
-    fn in_linear_weight(&self) -> bool {
-        self.stack
-            .last()
-            .is_some_and(|(n, c)| n == "weight" && c == "Struct:Linear")
+    /// `Some(is a QuantLinear)` inside a `Linear` or `QuantLinear`'s `weight`.
+    fn in_linear_weight(&self) -> Option<bool> {
+        match self.stack.last() {
+            Some((n, c)) if n == "weight" && c == "Struct:Linear" => Some(false),
+            Some((n, c)) if n == "weight" && c == "Struct:QuantLinear" => Some(true),
+            _ => None,
+        }
     }
 }
 
@@ -424,7 +464,12 @@ impl<B: Backend> ModuleVisitor<B> for Walker {
                 .into()
         };
         let mut dims = param.lazy_shape().to_vec();
-        let linear = (D == 2 && self.in_linear_weight()).then(|| {
+        let container = if D == 2 {
+            self.in_linear_weight()
+        } else {
+            None
+        };
+        let linear = container.map(|_| {
             // Load a 1×2 probe into a clone (a lazy clone initialises nothing): a transposing
             // load mapper gives 2×1.
             let mut probe = [1usize; D];
@@ -444,6 +489,7 @@ impl<B: Backend> ModuleVisitor<B> for Walker {
             dtype: planner_dtype(dtype),
             dims,
             linear,
+            quant_linear: container == Some(true),
         });
     }
 
@@ -461,6 +507,7 @@ impl<B: Backend> ModuleVisitor<B> for Walker {
             dtype: planner_dtype(dtype),
             dims: param.lazy_shape().to_vec(),
             linear: None,
+            quant_linear: false,
         });
     }
 
@@ -471,6 +518,7 @@ impl<B: Backend> ModuleVisitor<B> for Walker {
             dtype: DType::BOOL,
             dims: param.lazy_shape().to_vec(),
             linear: None,
+            quant_linear: false,
         });
     }
 }
@@ -592,6 +640,18 @@ fn match_slots(
                 },
             )));
         }
+        let stored: Vec<usize> = t.shape.iter().map(|&d| d as usize).collect();
+        // The planner's rule picks what is quantized (and sized so); a parameter whose dims
+        // are not the tensor's own (up to the transpose) is loaded as it is.
+        if slot.kind == Kind::Float && dims == stored && options.quantize.applies_to(t) {
+            check.matched.push((slot.path.clone(), t.name.clone()));
+            actions.push(Action::Quantize {
+                source: t.clone(),
+                transpose,
+                hold: slot.quant_linear && transpose,
+            });
+            continue;
+        }
         let storage = match &t.tied_to {
             Some(owner) => {
                 check.tied.push((slot.path.clone(), owner.clone()));
@@ -678,6 +738,10 @@ struct Loader<'a, B: Backend> {
     stack: Vec<String>,
     /// Float tensors already shaped, by storage name and dims, so tied parameters share them.
     floats: HashMap<(String, Vec<usize>), TensorPrimitive<B>>,
+    /// What to quantize to.
+    quantize: Quantize,
+    /// The parameters quantized so far.
+    quantized: Vec<QuantizedParam>,
     /// The first failure; later parameters are left alone.
     error: Option<Error>,
 }
@@ -719,6 +783,62 @@ impl<B: Backend> Loader<'_, B> {
         Ok(tensor)
     }
 
+    /// The quantized (or dequantized) value of a parameter, from its checkpoint tensor read
+    /// on its own, on `device`.
+    fn quantized<const D: usize>(
+        &mut self,
+        source: &TensorInfo,
+        transpose: bool,
+        hold: bool,
+        device: &B::Device,
+    ) -> Result<Tensor<B, D>> {
+        let TensorSource::File { path, start, end } = &source.source else {
+            return Err(Error::PlanMismatch {
+                reason: format!(
+                    "tensor `{}` comes from a config, not a checkpoint: there are no weights to load",
+                    source.name
+                ),
+            });
+        };
+        let (rows, cols) = (source.shape[0] as usize, source.shape[1] as usize);
+        let disk = DiskTensor {
+            path: path.clone(),
+            start: *start,
+            end: *end,
+            dtype: source.dtype,
+            shape: vec![rows, cols],
+        };
+        let unsupported = || Error::UnsupportedDType {
+            path: path.clone(),
+            tensor: source.name.clone(),
+            dtype: source.dtype,
+        };
+        let values = convert::to_f32(source.dtype, &disk.read()?).ok_or_else(unsupported)?;
+        let weight = QuantizedWeight::quantize(&values, rows, cols, self.quantize)
+            .ok_or_else(unsupported)?;
+        drop(values);
+        let held = if hold {
+            weight.to_tensor::<B>(device)
+        } else {
+            Held::Dequantized(Tensor::from_data(
+                TensorData::new(weight.dequantize(), [rows, cols]),
+                device,
+            ))
+        };
+        self.quantized.push(QuantizedParam::new(
+            self.stack.join("."),
+            source.name.clone(),
+            &weight,
+            &held,
+        ));
+        let t = match held {
+            Held::Quantized(q, _) => q,
+            Held::Dequantized(f) if transpose => f.transpose(),
+            Held::Dequantized(f) => f,
+        };
+        Ok(Tensor::from_primitive(t.into_primitive()))
+    }
+
     fn int<const D: usize>(&self, storage: &str, dims: &[usize]) -> Result<Tensor<B, D, Int>> {
         self.store.int_as::<D>(storage, dims)
     }
@@ -738,12 +858,31 @@ impl<B: Backend> ModuleMapper<B> for Loader<'_, B> {
     }
 
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
+        let action = self.take_action().cloned();
+        if let Some(Action::Quantize {
+            source,
+            transpose,
+            hold,
+        }) = action
+        {
+            let device = param.lazy_device();
+            return match self.quantized::<D>(&source, transpose, hold, &device) {
+                Ok(t) => {
+                    let id = param.id;
+                    param.transform_for_load(t, id)
+                }
+                Err(e) => {
+                    self.error = Some(e);
+                    param
+                }
+            };
+        }
         let Some(Action::Load {
             storage,
             dims,
             transpose,
             ..
-        }) = self.take_action().cloned()
+        }) = action
         else {
             return param;
         };
@@ -820,6 +959,7 @@ mod tests {
             dtype: DType::F32,
             dims: vec![2, 3],
             linear,
+            quant_linear: false,
         };
         assert_eq!(
             slot(None).checkpoint_dims(WeightLayout::PyTorch),

@@ -29,9 +29,15 @@ from, and its time.
 Architectures: BERT (model_type bert) and the Llama family (llama, mistral, qwen2), read from
 the checkpoint's config.json.
 
+--quantize int8|int4 [--quantize-group N] quantizes the linear weights inside the blocks as
+they are loaded, disk blocks at each run included: symmetric, one f32 scale per N values along
+each weight's input dimension. GPUs hold them as burn's quantized tensors; the CPU backend
+holds int8 (int4 values in int8 storage), dequantized in each forward pass.
+
 Examples:
   stowage run ./all-MiniLM-L6-v2 --ids 101,7592,2088,102
   stowage run ./TinyLlama --ids 1,450,4996 --generate 8 --max-memory cpu=1GiB
+  stowage run ./all-MiniLM-L6-v2 --ids 101,7592,2088,102 --quantize int4 --quantize-group 64
   stowage run ./model --ids 1,2,3 --gpus 2x8GiB --backend wgpu --offload-mode upload --json
 
 Exit codes: 0 ran, 1 error, 2 usage.";
@@ -95,9 +101,6 @@ struct Ran {
 
 pub fn run(args: RunArgs, out: Output) -> anyhow::Result<ExitCode> {
     let planned = make_plan(&args.inputs, out)?;
-    if !planned.plan.options.quantize.is_none() {
-        bail!("`--quantize`: the loader cannot quantize yet; run without --quantize");
-    }
     let options = SplitOptions {
         mode: match args.offload_mode {
             ModeArg::InPlace => OffloadMode::InPlace,

@@ -17,7 +17,7 @@
 use std::path::Path;
 
 use burn::module::Module;
-use burn::nn::{Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig};
+use burn::nn::{Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig};
 use burn::prelude::*;
 use burn::tensor::activation::{gelu, gelu_approximate, relu};
 use stowage_planner::ModelConfig;
@@ -26,6 +26,8 @@ use super::attention::{attend, merge_heads, split_heads};
 use super::fields::Fields;
 use super::{Layered, move_to, token_ids};
 use crate::error::Result;
+// burn's Linear, able to also hold its weight quantized (`crate::quantized` says why).
+use crate::quantized::{QuantLinear as Linear, QuantLinearConfig as LinearConfig};
 use crate::rename::Renames;
 
 /// The activation of the intermediate layer (`hidden_act`).

@@ -25,7 +25,7 @@
 use std::path::Path;
 
 use burn::module::Module;
-use burn::nn::{Embedding, EmbeddingConfig, Linear, LinearConfig, RmsNorm, RmsNormConfig};
+use burn::nn::{Embedding, EmbeddingConfig, RmsNorm, RmsNormConfig};
 use burn::prelude::*;
 use burn::tensor::TensorData;
 use burn::tensor::activation::silu;
@@ -37,6 +37,8 @@ use super::fields::Fields;
 use super::rope::{Rope, RopeScaling, RopeTables};
 use super::{Layered, move_to, token_ids};
 use crate::error::Result;
+// burn's Linear, able to also hold its weight quantized (`crate::quantized` says why).
+use crate::quantized::{QuantLinear as Linear, QuantLinearConfig as LinearConfig};
 use crate::rename::Renames;
 
 /// Which member of the Llama family a config describes (`model_type`).

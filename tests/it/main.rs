@@ -14,5 +14,6 @@ mod load;
 mod models;
 mod module;
 mod quantize;
+mod quantized;
 mod snapshots;
 mod strategies;
