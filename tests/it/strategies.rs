@@ -289,6 +289,8 @@ fn experts_first_offloads_only_experts() {
         "2x24GiB",
         "--max-memory",
         "cpu=64GiB",
+        "--max-memory",
+        "disk=1TiB",
         "--strategy",
         "optimal",
         "--json",
