@@ -8,7 +8,7 @@
 //! - [`Inventory::from_config`]: a parsed config of a known architecture;
 //! - [`Inventory::from_tensors`]: any tensor list (e.g. walked from a burn module).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::path::PathBuf;
 
 use crate::arch;
@@ -18,7 +18,7 @@ use crate::error::{Error, Result};
 use crate::fingerprint::Fingerprint;
 use crate::header::read_header;
 use crate::index::read_index;
-use crate::order::segment_rank;
+use crate::order::{module_tree, permute};
 use crate::pattern::Pattern;
 use crate::source::{ModelFiles, SourceOptions, resolve};
 use crate::tensor::TensorInfo;
@@ -168,49 +168,10 @@ impl Inventory {
             .and_then(ModelConfig::torch_dtype)
             .or_else(|| tensors.iter().map(|t| t.dtype).find(|d| d.is_float()));
 
-        // Build the tree over the names, ordering each level, then renumber tensors depth first.
-        // Duplicate names are caught here, per module, where the lists are short; a module
-        // with very many direct tensors is checked by hashing afterwards instead.
-        let mut tree = Node::default();
-        let mut crowded = false;
-        for (i, t) in tensors.iter().enumerate() {
-            let mut node = &mut tree;
-            let (module, leaf) = t.name.rsplit_once('.').unwrap_or(("", &t.name));
-            if !module.is_empty() {
-                for seg in module.split('.') {
-                    node = node.child(seg);
-                }
-            }
-            if node.tensors.len() < 32 {
-                if let Some(&first) = node.tensors.iter().find(|&&j| leaf_of(&tensors[j]) == leaf) {
-                    return Err(duplicate(&tensors[first], t));
-                }
-            } else {
-                crowded = true;
-            }
-            node.tensors.push(i);
-        }
-        if crowded {
-            check_unique(&tensors)?;
-        }
-        let mut order = Vec::with_capacity(tensors.len());
-        let mut build = Build {
-            names: &tensors,
-            patterns: &patterns,
-            default_no_split: opts.default_no_split,
-            order: &mut order,
-        };
-        let mut root = tree.into_module(String::new(), &mut build, false);
-        let mut remap = vec![0usize; tensors.len()];
-        for (new, &old) in order.iter().enumerate() {
-            remap[old] = new;
-        }
-        renumber(&mut root, &remap);
-        let mut slots: Vec<Option<TensorInfo>> = tensors.into_iter().map(Some).collect();
-        let tensors = order
-            .iter()
-            .map(|&old| slots[old].take().expect("each tensor once"))
-            .collect();
+        // Build the ordered module tree over the names (duplicates are caught there), then put
+        // the tensors in its depth-first order.
+        let (root, order) = module_tree(&tensors, &patterns, opts.default_no_split)?;
+        permute(&mut tensors, order);
         Ok(Inventory {
             tensors,
             root,
@@ -285,7 +246,8 @@ impl Inventory {
     }
 }
 
-fn duplicate(first: &TensorInfo, second: &TensorInfo) -> Error {
+/// The error for a name listed twice.
+pub(crate) fn duplicate(first: &TensorInfo, second: &TensorInfo) -> Error {
     let path = |t: &TensorInfo| match &t.source {
         crate::TensorSource::File { path, .. } => path.clone(),
         crate::TensorSource::Config => PathBuf::from("config"),
@@ -297,7 +259,8 @@ fn duplicate(first: &TensorInfo, second: &TensorInfo) -> Error {
     }
 }
 
-fn check_unique(tensors: &[TensorInfo]) -> Result<()> {
+/// Fails on the first name listed twice.
+pub(crate) fn check_unique(tensors: &[TensorInfo]) -> Result<()> {
     let mut seen: HashMap<&str, &TensorInfo> = HashMap::with_capacity(tensors.len());
     for t in tensors {
         if let Some(first) = seen.insert(&t.name, t) {
@@ -315,16 +278,23 @@ fn add_config_ties(tensors: &mut Vec<TensorInfo>, config: &ModelConfig) {
     if pairs.is_empty() {
         return;
     }
-    let names: HashSet<String> = tensors.iter().map(|t| t.name.clone()).collect();
-    for (tied, owner) in pairs {
-        // Checkpoints of base classes drop the first segment (`wte.weight` for
-        // `transformer.wte.weight`); try the owner as written, then without its prefix.
-        let stripped = owner.split_once('.').map(|(_, rest)| rest.to_string());
-        let Some(owner) = [Some(owner.clone()), stripped]
-            .into_iter()
-            .flatten()
-            .find(|o| names.contains(o))
-        else {
+    // Checkpoints of base classes drop the first segment (`wte.weight` for
+    // `transformer.wte.weight`); try the owner as written, then without its prefix, among the
+    // tensors as listed (not the aliases added below). A few pairs, so a scan for each rather
+    // than a set of every name.
+    let owners: Vec<Option<String>> = pairs
+        .iter()
+        .map(|(_, owner)| {
+            let stripped = owner.split_once('.').map(|(_, rest)| rest);
+            [Some(owner.as_str()), stripped]
+                .into_iter()
+                .flatten()
+                .find(|o| tensors.iter().any(|t| t.name == *o))
+                .map(str::to_string)
+        })
+        .collect();
+    for ((tied, _), owner) in pairs.into_iter().zip(owners) {
+        let Some(owner) = owner else {
             continue;
         };
         let Some(owner_info) = tensors.iter().find(|t| t.name == owner).cloned() else {
@@ -341,111 +311,6 @@ fn add_config_ties(tensors: &mut Vec<TensorInfo>, config: &ModelConfig) {
                 ..owner_info
             }),
         }
-    }
-}
-
-/// What building the module tree needs besides the nodes.
-struct Build<'a> {
-    names: &'a [TensorInfo],
-    patterns: &'a [Pattern],
-    default_no_split: bool,
-    /// Old tensor indices in depth-first order.
-    order: &'a mut Vec<usize>,
-}
-
-/// The last segment of a tensor's name.
-fn leaf_of(t: &TensorInfo) -> &str {
-    t.name.rsplit('.').next().unwrap_or(&t.name)
-}
-
-#[derive(Default)]
-struct Node {
-    children: Vec<(String, Node)>,
-    /// Child name → position in `children` (models have hundreds of experts per layer).
-    index: HashMap<String, usize>,
-    /// Indices of the tensors directly here (their leaf name is the last segment).
-    tensors: Vec<usize>,
-}
-
-impl Node {
-    fn child(&mut self, seg: &str) -> &mut Node {
-        const INDEX_FROM: usize = 16;
-        let found = if self.children.len() < INDEX_FROM {
-            self.children.iter().position(|(s, _)| s == seg)
-        } else {
-            if self.index.is_empty() {
-                self.index = self
-                    .children
-                    .iter()
-                    .enumerate()
-                    .map(|(i, (s, _))| (s.clone(), i))
-                    .collect();
-            }
-            self.index.get(seg).copied()
-        };
-        let pos = match found {
-            Some(p) => p,
-            None => {
-                self.children.push((seg.to_string(), Node::default()));
-                let pos = self.children.len() - 1;
-                if !self.index.is_empty() || pos >= INDEX_FROM {
-                    self.index.insert(seg.to_string(), pos);
-                }
-                pos
-            }
-        };
-        &mut self.children[pos].1
-    }
-
-    fn into_module(mut self, path: String, b: &mut Build, inside_unit: bool) -> Module {
-        let (names, patterns, default_no_split) = (b.names, b.patterns, b.default_no_split);
-        let last = path.rsplit('.').next().unwrap_or("");
-        let parent_container = path.rsplit('.').nth(1).unwrap_or("");
-        let numbered = !path.is_empty() && last.chars().all(|c| c.is_ascii_digit());
-        let is_unit = !inside_unit
-            && !path.is_empty()
-            && ((default_no_split && numbered && BLOCK_CONTAINERS.contains(&parent_container))
-                || patterns.iter().any(|p| p.matches(&path)));
-
-        // Stable sorts keep first-appearance order among names of the same rank.
-        if self.tensors.len() > 1 {
-            self.tensors
-                .sort_by_cached_key(|&i| segment_rank(leaf_of(&names[i])));
-        }
-        if self.children.len() > 1 {
-            self.children.sort_by_cached_key(|(s, _)| segment_rank(s));
-        }
-        let tensors = self.tensors;
-        let start = b.order.len();
-        b.order.extend_from_slice(&tensors);
-        let children = self
-            .children
-            .into_iter()
-            .map(|(seg, node)| {
-                let child = if path.is_empty() {
-                    seg
-                } else {
-                    format!("{path}.{seg}")
-                };
-                node.into_module(child, b, inside_unit || is_unit)
-            })
-            .collect();
-        Module {
-            path,
-            tensors,
-            children,
-            no_split: is_unit,
-            range: start..b.order.len(),
-        }
-    }
-}
-
-fn renumber(m: &mut Module, remap: &[usize]) {
-    for i in &mut m.tensors {
-        *i = remap[*i];
-    }
-    for c in &mut m.children {
-        renumber(c, remap);
     }
 }
 

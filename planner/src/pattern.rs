@@ -39,29 +39,34 @@ impl Pattern {
 
     /// Whether the module at `path` matches.
     pub fn matches(&self, path: &str) -> bool {
-        let parts: Vec<&str> = if path.is_empty() {
-            Vec::new()
-        } else {
-            path.split('.').collect()
-        };
+        // The segments of `path`; none for the root.
+        let mut parts = path.split('.');
+        if path.is_empty() {
+            parts.next();
+        }
         if self.anywhere {
             return parts
-                .last()
+                .next_back()
                 .is_some_and(|last| glob(&self.segments[0], last));
         }
-        match_segments(&self.segments, &parts)
+        match_segments(&self.segments, parts)
     }
 }
 
-fn match_segments(pat: &[String], parts: &[&str]) -> bool {
+/// Whether `parts` match `pat`, segment by segment (called once per module, so it walks the
+/// path rather than collecting it).
+fn match_segments(pat: &[String], mut parts: std::str::Split<'_, char>) -> bool {
     match pat.split_first() {
-        None => parts.is_empty(),
-        Some((p, rest)) if p == "**" => {
-            (0..=parts.len()).any(|k| match_segments(rest, &parts[k..]))
-        }
-        Some((p, rest)) => {
-            parts.first().is_some_and(|s| glob(p, s)) && match_segments(rest, &parts[1..])
-        }
+        None => parts.next().is_none(),
+        Some((p, rest)) if p == "**" => loop {
+            if match_segments(rest, parts.clone()) {
+                return true;
+            }
+            if parts.next().is_none() {
+                return false;
+            }
+        },
+        Some((p, rest)) => parts.next().is_some_and(|s| glob(p, s)) && match_segments(rest, parts),
     }
 }
 
@@ -90,6 +95,16 @@ mod tests {
         assert!(p("*_proj").matches("a.b.q_proj"));
         assert!(!p("mlp").matches("model.layers.3.mlp2"));
         assert!(p("model.**").matches("model.x.y"));
+        assert!(p("model.**").matches("model"));
+        assert!(!p("model.**").matches("model2.x"));
+        assert!(p("**").matches(""));
+        assert!(p("**").matches("a.b"));
+        assert!(!p("*").matches(""));
+        assert!(!p("a.*").matches("a"));
+        assert!(p("a.*").matches("a."));
+        assert!(p("**.b.**.d").matches("a.b.c.d"));
+        assert!(!p("**.b.**.d").matches("a.b.c.d.e"));
+        assert!(p("**.3").matches("model.layers.3"));
         assert!(Pattern::new("").is_err());
         assert!(Pattern::new("a..b").is_err());
     }

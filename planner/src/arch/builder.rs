@@ -13,6 +13,16 @@ const MAX_TENSORS: usize = 2_000_000;
 /// Most bytes one config may describe (1 EiB), so that sums over the list never overflow.
 const MAX_TOTAL_BYTES: u64 = 1 << 60;
 
+/// `{module}.{leaf}`, allocated once at its exact length (`format!` guesses the length and
+/// grows the string; expansions make one name per tensor, 1.4e5 of them for Kimi K2).
+pub(super) fn join(module: &str, leaf: &str) -> String {
+    let mut name = String::with_capacity(module.len() + 1 + leaf.len());
+    name.push_str(module);
+    name.push('.');
+    name.push_str(leaf);
+    name
+}
+
 /// Tensors of one config, pushed in execution order.
 pub(super) struct Tensors<'a> {
     config: &'a ModelConfig,
@@ -67,9 +77,9 @@ impl<'a> Tensors<'a> {
     /// `{prefix}.weight` of shape `[out, inp]` (as `nn.Linear` stores it), and `{prefix}.bias`
     /// of shape `[out]` when `bias`.
     pub(super) fn linear(&mut self, prefix: &str, out: u64, inp: u64, bias: bool) -> Result<()> {
-        self.push(format!("{prefix}.weight"), &[out, inp])?;
+        self.push(join(prefix, "weight"), &[out, inp])?;
         if bias {
-            self.push(format!("{prefix}.bias"), &[out])?;
+            self.push(join(prefix, "bias"), &[out])?;
         }
         Ok(())
     }
@@ -77,11 +87,19 @@ impl<'a> Tensors<'a> {
     /// `{prefix}.weight` of shape `[dim]`, and `{prefix}.bias` when `bias` (a LayerNorm; an
     /// RMSNorm has no bias).
     pub(super) fn norm(&mut self, prefix: &str, dim: u64, bias: bool) -> Result<()> {
-        self.push(format!("{prefix}.weight"), &[dim])?;
+        self.push(join(prefix, "weight"), &[dim])?;
         if bias {
-            self.push(format!("{prefix}.bias"), &[dim])?;
+            self.push(join(prefix, "bias"), &[dim])?;
         }
         Ok(())
+    }
+
+    /// Makes room for `n` more tensors (at most the cap), so a large expansion does not
+    /// grow the list step by step.
+    pub(super) fn reserve(&mut self, n: u64) {
+        let room = MAX_TENSORS.saturating_sub(self.list.len());
+        self.list
+            .reserve(usize::try_from(n).map_or(room, |n| n.min(room)));
     }
 
     /// The finished list.

@@ -22,9 +22,11 @@
 //! The multi-token-prediction layers (`num_nextn_predict_layers`, stored by DeepSeek-V3 as
 //! `model.layers.61.*`) are not listed: transformers does not load them.
 
+use std::fmt::Write;
+
 use serde_json::Value;
 
-use super::builder::Tensors;
+use super::builder::{Tensors, join};
 use super::fields::Fields;
 use crate::config::ModelConfig;
 use crate::dtype::DType;
@@ -181,72 +183,100 @@ impl Dims {
         if self.causal { "model." } else { "" }
     }
 
-    /// A linear layer inside a decoder layer: FP8 with its scales when the config says so.
-    fn proj(&self, t: &mut Tensors, prefix: &str, out: u64, inp: u64, bias: bool) -> Result<()> {
-        let Some(fp8) = self.fp8 else {
-            return t.linear(prefix, out, inp, bias);
+    /// How many tensors [`expand`] lists (an upper bound, saturating for absurd configs), so
+    /// the list is allocated once.
+    fn count(&self) -> u64 {
+        let proj = if self.fp8.is_some() { 2 } else { 1 };
+        let biased = proj + u64::from(self.attention_bias);
+        let q = if self.q_rank.is_some() {
+            biased + 1 + proj
+        } else {
+            proj
         };
-        t.push_as(format!("{prefix}.weight"), fp8.dtype, &[out, inp])?;
-        let scales = [out.div_ceil(fp8.block[0]), inp.div_ceil(fp8.block[1])];
-        t.push_as(format!("{prefix}.weight_scale_inv"), DType::F32, &scales)?;
-        if bias {
-            t.push(format!("{prefix}.bias"), &[out])?;
+        let layer = 2 + q + biased + 1 + proj + biased;
+        let dense = 3 * proj;
+        let mut n = 3 + self.layers.saturating_mul(layer + dense);
+        if let Some(moe) = &self.moe {
+            let every = moe.every.max(1);
+            let moe_layers = self
+                .layers
+                .div_ceil(every)
+                .saturating_sub(moe.first_dense.div_ceil(every));
+            let per_layer = moe.experts.saturating_add(1).saturating_mul(dense) + 2;
+            n = n.saturating_add(moe_layers.saturating_mul(per_layer));
         }
-        Ok(())
+        n
     }
 
-    fn mlp(&self, t: &mut Tensors, prefix: &str, intermediate: u64) -> Result<()> {
-        self.proj(
-            t,
-            &format!("{prefix}.gate_proj"),
-            intermediate,
-            self.hidden,
-            false,
-        )?;
-        self.proj(
-            t,
-            &format!("{prefix}.up_proj"),
-            intermediate,
-            self.hidden,
-            false,
-        )?;
-        self.proj(
-            t,
-            &format!("{prefix}.down_proj"),
-            self.hidden,
-            intermediate,
-            false,
-        )
+    /// A linear layer `{m}.{seg}` inside a decoder layer: FP8 with its scales when the config
+    /// says so.
+    fn proj(
+        &self,
+        t: &mut Tensors,
+        m: &mut String,
+        seg: &str,
+        out: u64,
+        inp: u64,
+        bias: bool,
+    ) -> Result<()> {
+        within(m, seg, |m| {
+            let Some(fp8) = self.fp8 else {
+                return t.linear(m, out, inp, bias);
+            };
+            t.push_as(join(m, "weight"), fp8.dtype, &[out, inp])?;
+            let scales = [out.div_ceil(fp8.block[0]), inp.div_ceil(fp8.block[1])];
+            t.push_as(join(m, "weight_scale_inv"), DType::F32, &scales)?;
+            if bias {
+                t.push(join(m, "bias"), &[out])?;
+            }
+            Ok(())
+        })
     }
 
-    fn attention(&self, t: &mut Tensors, a: &str) -> Result<()> {
+    /// The gated MLP whose module path is `m`.
+    fn mlp(&self, t: &mut Tensors, m: &mut String, intermediate: u64) -> Result<()> {
+        self.proj(t, m, "gate_proj", intermediate, self.hidden, false)?;
+        self.proj(t, m, "up_proj", intermediate, self.hidden, false)?;
+        self.proj(t, m, "down_proj", self.hidden, intermediate, false)
+    }
+
+    /// The attention whose module path is `a`.
+    fn attention(&self, t: &mut Tensors, a: &mut String) -> Result<()> {
         let bias = self.attention_bias;
         match self.q_rank {
             Some(rank) => {
-                self.proj(t, &format!("{a}.q_a_proj"), rank, self.hidden, bias)?;
-                t.norm(&format!("{a}.q_a_layernorm"), rank, false)?;
-                self.proj(t, &format!("{a}.q_b_proj"), self.q_width, rank, false)?;
+                self.proj(t, a, "q_a_proj", rank, self.hidden, bias)?;
+                within(a, "q_a_layernorm", |a| t.norm(a, rank, false))?;
+                self.proj(t, a, "q_b_proj", self.q_width, rank, false)?;
             }
-            None => self.proj(t, &format!("{a}.q_proj"), self.q_width, self.hidden, false)?,
+            None => self.proj(t, a, "q_proj", self.q_width, self.hidden, false)?,
         }
         let kv_a = self.kv_rank + self.rope;
-        self.proj(
-            t,
-            &format!("{a}.kv_a_proj_with_mqa"),
-            kv_a,
-            self.hidden,
-            bias,
-        )?;
-        t.norm(&format!("{a}.kv_a_layernorm"), self.kv_rank, false)?;
-        self.proj(
-            t,
-            &format!("{a}.kv_b_proj"),
-            self.kv_width,
-            self.kv_rank,
-            false,
-        )?;
-        self.proj(t, &format!("{a}.o_proj"), self.hidden, self.o_width, bias)
+        self.proj(t, a, "kv_a_proj_with_mqa", kv_a, self.hidden, bias)?;
+        within(a, "kv_a_layernorm", |a| t.norm(a, self.kv_rank, false))?;
+        self.proj(t, a, "kv_b_proj", self.kv_width, self.kv_rank, false)?;
+        self.proj(t, a, "o_proj", self.hidden, self.o_width, bias)
     }
+}
+
+/// Runs `f` on the module path `m` extended by `.{segment}`, then restores `m`: names are built
+/// in one buffer, and only each tensor's own name is allocated.
+fn within<R>(m: &mut String, segment: &str, f: impl FnOnce(&mut String) -> R) -> R {
+    let mark = m.len();
+    m.push('.');
+    m.push_str(segment);
+    let r = f(m);
+    m.truncate(mark);
+    r
+}
+
+/// [`within`] the numbered child `.{n}` (a layer, an expert).
+fn within_nth<R>(m: &mut String, n: u64, f: impl FnOnce(&mut String) -> R) -> R {
+    let mark = m.len();
+    write!(m, ".{n}").expect("writing to a String cannot fail");
+    let r = f(m);
+    m.truncate(mark);
+    r
 }
 
 /// The tensors of a DeepSeek-V3 or Kimi K2 checkpoint, in execution order.
@@ -255,29 +285,39 @@ pub(super) fn expand(config: &ModelConfig, dtype: Option<DType>) -> Result<Vec<T
     let p = d.prefix();
     let embed = format!("{p}embed_tokens.weight");
     let mut t = Tensors::new(config, dtype);
+    t.reserve(d.count());
     t.push(embed.as_str(), &[d.vocab, d.hidden])?;
+    let mut layers = format!("{p}layers");
     for i in 0..d.layers {
-        let l = format!("{p}layers.{i}");
-        t.norm(&format!("{l}.input_layernorm"), d.hidden, false)?;
-        d.attention(&mut t, &format!("{l}.self_attn"))?;
-        t.norm(&format!("{l}.post_attention_layernorm"), d.hidden, false)?;
-        match &d.moe {
-            Some(moe) if moe.in_layer(i) => {
-                t.push(format!("{l}.mlp.gate.weight"), &[moe.experts, d.hidden])?;
-                t.push_as(
-                    format!("{l}.mlp.gate.e_score_correction_bias"),
-                    DType::F32,
-                    &[moe.experts],
-                )?;
-                for e in 0..moe.experts {
-                    d.mlp(&mut t, &format!("{l}.mlp.experts.{e}"), moe.intermediate)?;
+        within_nth(&mut layers, i, |l| {
+            within(l, "input_layernorm", |m| t.norm(m, d.hidden, false))?;
+            within(l, "self_attn", |a| d.attention(&mut t, a))?;
+            within(l, "post_attention_layernorm", |m| {
+                t.norm(m, d.hidden, false)
+            })?;
+            within(l, "mlp", |mlp| match &d.moe {
+                Some(moe) if moe.in_layer(i) => {
+                    t.push(join(mlp, "gate.weight"), &[moe.experts, d.hidden])?;
+                    t.push_as(
+                        join(mlp, "gate.e_score_correction_bias"),
+                        DType::F32,
+                        &[moe.experts],
+                    )?;
+                    within(mlp, "experts", |experts| {
+                        (0..moe.experts).try_for_each(|e| {
+                            within_nth(experts, e, |m| d.mlp(&mut t, m, moe.intermediate))
+                        })
+                    })?;
+                    if moe.shared_width > 0 {
+                        within(mlp, "shared_experts", |m| {
+                            d.mlp(&mut t, m, moe.shared_width)
+                        })?;
+                    }
+                    Ok(())
                 }
-                if moe.shared_width > 0 {
-                    d.mlp(&mut t, &format!("{l}.mlp.shared_experts"), moe.shared_width)?;
-                }
-            }
-            _ => d.mlp(&mut t, &format!("{l}.mlp"), d.intermediate)?,
-        }
+                _ => d.mlp(&mut t, mlp, d.intermediate),
+            })
+        })?;
     }
     t.norm(&format!("{p}norm"), d.hidden, false)?;
     if d.causal {
