@@ -144,8 +144,6 @@ fn run_on<B: Backend>(
         .get("model_type")
         .and_then(Value::as_str)
         .unwrap_or("");
-    let (inv, plan) = (&planned.inventory, &planned.plan);
-    let outer_input = |device: Option<&B::Device>| device.cloned().unwrap_or(targets.cpu.clone());
     match model_type {
         "bert" => {
             if args.generate.is_some() {
@@ -155,16 +153,8 @@ fn run_on<B: Backend>(
                 );
             }
             let cfg = BertConfig::from_model_config(config)?;
-            let started = Instant::now();
-            let (split, _) = SplitModel::<B, _>::load(
-                |d| cfg.init::<B>(d),
-                inv,
-                plan,
-                targets.clone(),
-                options,
-            )?;
-            let load_seconds = started.elapsed().as_secs_f64();
-            let device = outer_input(targets.device(split.outer_device()));
+            let (split, load_seconds, device) =
+                load_split(|d| cfg.init::<B>(d), planned, &targets, options)?;
             let (output, trace) = split.forward(&BertInput::from_ids(&args.ids, &device))?;
             let hidden = output.last_hidden_state;
             Ok(Ran {
@@ -184,16 +174,8 @@ fn run_on<B: Backend>(
         }
         "llama" | "mistral" | "qwen2" => {
             let cfg = LlamaConfig::from_model_config(config)?;
-            let started = Instant::now();
-            let (split, _) = SplitModel::<B, _>::load(
-                |d| cfg.init::<B>(d),
-                inv,
-                plan,
-                targets.clone(),
-                options,
-            )?;
-            let load_seconds = started.elapsed().as_secs_f64();
-            let device = outer_input(targets.device(split.outer_device()));
+            let (split, load_seconds, device) =
+                load_split(|d| cfg.init::<B>(d), planned, &targets, options)?;
             let last_logits = |ids: &[u32]| -> anyhow::Result<(Tensor<B, 1>, RunTrace)> {
                 let (logits, trace) = split.forward(&token_ids::<B>(&[ids], &device))?;
                 let [_, seq, vocab] = logits.dims();
@@ -253,6 +235,33 @@ fn run_on<B: Backend>(
             config.path.display()
         ),
     }
+}
+
+/// Loads the split model built by `build`; returns it, the load time, and the device its
+/// input goes to (where the embedding lives).
+fn load_split<B: Backend, M>(
+    build: impl Fn(&B::Device) -> M,
+    planned: &Planned,
+    targets: &Targets<B>,
+    options: &SplitOptions,
+) -> anyhow::Result<(SplitModel<B, M>, f64, B::Device)>
+where
+    M: stowage::models::Layered<B> + Sync,
+    M::Block: Send + Sync,
+{
+    let started = Instant::now();
+    let (split, _) = SplitModel::<B, M>::load(
+        build,
+        &planned.inventory,
+        &planned.plan,
+        targets.clone(),
+        options,
+    )?;
+    let device = targets
+        .device(split.outer_device())
+        .cloned()
+        .unwrap_or_else(|| targets.cpu.clone());
+    Ok((split, started.elapsed().as_secs_f64(), device))
 }
 
 /// The index of the largest value (the first of equals), as greedy decoding picks it.
