@@ -25,8 +25,9 @@ use std::path::Path;
 
 use burn::prelude::Backend;
 use burn::tensor::TensorData;
-use burn::tensor::ops::{BoolTensor, FloatTensor, IntTensor};
-use stowage_planner::DType;
+use burn::tensor::ops::{BoolTensor, FloatTensor, IntTensor, QuantizedTensor};
+use burn::tensor::quantization::QuantScheme;
+use stowage_planner::{DType, Quantize};
 
 use crate::error::{Error, Result};
 use crate::store::StoredTensor;
@@ -96,6 +97,37 @@ pub trait DeviceTransforms: Backend {
         let _ = tensor;
         None
     }
+
+    /// A `[rows, cols]` weight quantized on `device` from `data`, its bytes as the checkpoint
+    /// stores them (`data.dtype` f32, bf16 or f16), copied to the device as they are: burn's
+    /// quantized tensor in `scheme`, the values and scales written by the kernels in
+    /// stowage's format ([`crate::quantized`]), bit for bit what
+    /// [`QuantizedWeight::quantize`](crate::QuantizedWeight::quantize) computes on the host.
+    ///
+    /// `None` when this backend does not quantize on `device` (the CPU), or `scheme` is not
+    /// one the kernels write: 32-bit packed values (`QuantStore::PackedU32(0)`, `Q8S` for
+    /// int8, `Q4S` for int4), f32 scales, blocks of exactly the group size along the rows, and
+    /// rows a whole number of groups. The loader then quantizes on the host.
+    fn quantize_on_device(
+        data: TensorData,
+        quantize: Quantize,
+        scheme: QuantScheme,
+        device: &Self::Device,
+    ) -> Option<std::result::Result<QuantizedTensor<Self>, KernelError>> {
+        let _ = (data, quantize, scheme, device);
+        None
+    }
+
+    /// The checksum of a quantized tensor as its device stores it: the checksum of its packed
+    /// values' 32-bit words and that of its scales' (f32 bits), folded in that order (see
+    /// [`DeviceTransforms`] for how parts fold); `None` when `tensor` is not on a device this
+    /// backend checksums, or is not stored as packed words.
+    fn quantized_checksum(
+        tensor: &QuantizedTensor<Self>,
+    ) -> Option<std::result::Result<u64, KernelError>> {
+        let _ = tensor;
+        None
+    }
 }
 
 /// The CPU backend: nothing runs on a device.
@@ -103,6 +135,10 @@ impl DeviceTransforms for burn_ndarray::NdArray {}
 
 /// The result of a transform, or `None` where it does not run.
 type Ran<T> = Option<std::result::Result<T, KernelError>>;
+
+/// [`DeviceTransforms::quantize_on_device`] as a function pointer.
+type QuantizeFn<B> =
+    fn(TensorData, Quantize, QuantScheme, &burn::tensor::Device<B>) -> Ran<QuantizedTensor<B>>;
 
 /// A backend's [`DeviceTransforms`] as function pointers, which [`Targets`](crate::Targets)
 /// carries to the loader: the loader takes any backend, so it cannot ask for the trait.
@@ -117,6 +153,10 @@ pub(crate) struct Transforms<B: Backend> {
     pub int_checksum: fn(&IntTensor<B>) -> Ran<u64>,
     /// [`DeviceTransforms::bool_checksum`].
     pub bool_checksum: fn(&BoolTensor<B>) -> Ran<u64>,
+    /// [`DeviceTransforms::quantize_on_device`].
+    pub quantize: QuantizeFn<B>,
+    /// [`DeviceTransforms::quantized_checksum`].
+    pub quantized_checksum: fn(&QuantizedTensor<B>) -> Ran<u64>,
 }
 
 impl<B: Backend> Transforms<B> {
@@ -127,6 +167,8 @@ impl<B: Backend> Transforms<B> {
             float_checksum: |_| None,
             int_checksum: |_| None,
             bool_checksum: |_| None,
+            quantize: |_, _, _, _| None,
+            quantized_checksum: |_| None,
         }
     }
 
@@ -140,6 +182,8 @@ impl<B: Backend> Transforms<B> {
             float_checksum: B::float_checksum,
             int_checksum: B::int_checksum,
             bool_checksum: B::bool_checksum,
+            quantize: B::quantize_on_device,
+            quantized_checksum: B::quantized_checksum,
         }
     }
 }
@@ -180,6 +224,15 @@ pub(crate) enum Expected<'a> {
     Ints(&'a [i64]),
     /// The file's booleans (one byte each, non-zero is true), as the device stores them.
     Bools(&'a [u8]),
+    /// The file's float weight quantized on the host, as a device holds it in burn's
+    /// 32-bit packed store: values packed into words, then one scale per block of `block`
+    /// values (see [`DeviceTransforms::quantized_checksum`]).
+    Quantized {
+        /// The weight, quantized by the host's rule.
+        weight: &'a crate::quantized::QuantizedWeight,
+        /// burn's block size.
+        block: usize,
+    },
 }
 
 /// Where a tensor was loaded, for errors.
@@ -245,7 +298,11 @@ pub(crate) fn verify<B: Backend>(
         } => ((transforms.float_checksum)(t), t.dtype()),
         StoredTensor::Int { tensor, .. } => ((transforms.int_checksum)(tensor), tensor.dtype()),
         StoredTensor::Bool { tensor, .. } => ((transforms.bool_checksum)(tensor), tensor.dtype()),
-        StoredTensor::Float { .. } | StoredTensor::Disk(_) => (None, burn::tensor::DType::U8),
+        StoredTensor::Float {
+            tensor: TensorPrimitive::QFloat(t),
+            ..
+        } => ((transforms.quantized_checksum)(t), burn::tensor::DType::U32),
+        StoredTensor::Disk(_) => (None, burn::tensor::DType::U8),
     };
     let unsupported = || Error::VerifyUnsupported {
         path: site.path.to_path_buf(),
@@ -380,6 +437,14 @@ pub(crate) fn host_checksum(expected: Expected<'_>, elem_bytes: usize) -> u64 {
                 |j: usize| u8::from(j.is_multiple_of(elem_bytes) && bytes[j / elem_bytes] != 0);
             words_checksum(len.div_ceil(4), |i| word_from(len, byte, i))
         }
+        Expected::Quantized { weight, block } => {
+            let words = weight.packed_words();
+            let scales = weight.block_scales(block);
+            combine([
+                words_checksum(words.len(), |i| words[i]),
+                words_checksum(scales.len(), |i| scales[i].to_bits()),
+            ])
+        }
     }
 }
 
@@ -388,13 +453,21 @@ mod gpu {
     //! `GpuBackend` (burn's `Dispatch`): the kernels on the cubecl client of each wgpu and
     //! CUDA device, on the `CubeTensor`s behind burn's dispatch tensors.
 
-    use burn::tensor::ops::{BoolTensor, FloatTensor, IntTensor};
+    use burn::tensor::ops::{BoolTensor, FloatTensor, IntTensor, QuantizedTensor};
+    use burn::tensor::quantization::{
+        QParamTensor, QuantLevel, QuantMode, QuantParam, QuantScheme, QuantStore, QuantValue,
+        params_shape,
+    };
     use burn::tensor::{DType as BurnDType, TensorData};
     use burn_cubecl::CubeRuntime;
-    use burn_cubecl::tensor::CubeTensor;
+    use burn_cubecl::tensor::{CubeTensor, QParams};
     use burn_dispatch::{BackendTensor, DispatchDevice, DispatchTensor, DispatchTensorKind};
+    use cubecl::server::{MemoryLayout, MemoryLayoutDescriptor, MemoryLayoutStrategy};
     use cubecl::zspace::metadata::Metadata;
-    use stowage_kernels::{FloatFormat, MAX_LAUNCH_ELEMS, reference};
+    use stowage_kernels::{
+        FloatFormat, MAX_LAUNCH_ELEMS, QuantBits, QuantFormat, Quantized, reference,
+    };
+    use stowage_planner::Quantize;
 
     use super::{DeviceTransforms, KernelError, add_terms, combine};
     use crate::backend::GpuBackend;
@@ -438,6 +511,152 @@ mod gpu {
         fn bool_checksum(tensor: &BoolTensor<Self>) -> Option<Result<u64, KernelError>> {
             dispatch_checksum(tensor)
         }
+
+        fn quantize_on_device(
+            data: TensorData,
+            quantize: Quantize,
+            scheme: QuantScheme,
+            device: &DispatchDevice,
+        ) -> Option<Result<QuantizedTensor<Self>, KernelError>> {
+            let source = match data.dtype {
+                BurnDType::F32 => FloatFormat::F32,
+                BurnDType::BF16 => FloatFormat::BF16,
+                BurnDType::F16 => FloatFormat::F16,
+                _ => return None,
+            };
+            let (bits, value, group) = match quantize {
+                Quantize::Int8 { group } => (QuantBits::Int8, QuantValue::Q8S, group),
+                Quantize::Int4 { group } => (QuantBits::Int4, QuantValue::Q4S, group),
+                Quantize::None => return None,
+            };
+            let &[rows, cols] = data.shape.as_slice() else {
+                return None;
+            };
+            let block = match scheme.level {
+                QuantLevel::Block(size) => size.to_dim_vec(2),
+                QuantLevel::Tensor => return None,
+            };
+            let fits = scheme.store == QuantStore::PackedU32(0)
+                && scheme.value == value
+                && scheme.param == QuantParam::F32
+                && scheme.mode == QuantMode::Symmetric
+                && block.as_slice() == [1, group as u8].as_slice()
+                && group as usize <= usize::from(u8::MAX)
+                && rows * cols > 0
+                && cols.is_multiple_of(group as usize);
+            if !fits {
+                return None;
+            }
+            let format = QuantFormat { bits, group };
+            match device {
+                #[cfg(feature = "wgpu")]
+                DispatchDevice::Wgpu(d) => Some(
+                    quantize_cube::<cubecl::wgpu::WgpuRuntime>(data, source, format, scheme, d)
+                        .map(|t| wrap(DispatchTensorKind::Wgpu(BackendTensor::Quantized(t)))),
+                ),
+                #[cfg(feature = "cuda")]
+                DispatchDevice::Cuda(d) => Some(
+                    quantize_cube::<cubecl::cuda::CudaRuntime>(data, source, format, scheme, d)
+                        .map(|t| wrap(DispatchTensorKind::Cuda(BackendTensor::Quantized(t)))),
+                ),
+                _ => None,
+            }
+        }
+
+        fn quantized_checksum(tensor: &QuantizedTensor<Self>) -> Option<Result<u64, KernelError>> {
+            match view(tensor) {
+                #[cfg(feature = "wgpu")]
+                DispatchTensorKind::Wgpu(BackendTensor::Quantized(t)) => quantized_checksum(t),
+                #[cfg(feature = "cuda")]
+                DispatchTensorKind::Cuda(BackendTensor::Quantized(t)) => quantized_checksum(t),
+                _ => None,
+            }
+        }
+    }
+
+    /// `data` (a `[rows, cols]` float weight as the checkpoint stores it) copied to `device`
+    /// as it is and quantized there into a new tensor of burn's quantized kind, laid out as
+    /// burn lays out one it uploads itself (`q_from_data`): one allocation, the packed values
+    /// `[rows, cols / k]` then the scales `[rows, cols / group]`, both contiguous. The caller
+    /// checked that `scheme` is `format` in burn's terms (packed u32 words, f32 scales, blocks
+    /// of the group size) and that the rows are whole groups.
+    fn quantize_cube<R: CubeRuntime>(
+        data: TensorData,
+        source: FloatFormat,
+        format: QuantFormat,
+        scheme: QuantScheme,
+        device: &R::Device,
+    ) -> Result<CubeTensor<R>, KernelError> {
+        let client = R::client(device);
+        let shape = data.shape.clone();
+        let (rows, cols) = (shape[0], shape[1]);
+        let input = if data.bytes.len().is_multiple_of(4) {
+            client.create(data.bytes)
+        } else {
+            stowage_kernels::upload(&client, &data.bytes)
+        };
+        let per_word = format.bits.per_word();
+        let scales_shape = params_shape(&shape, scheme.level);
+        let mut layouts = client.empty_tensors(vec![
+            MemoryLayoutDescriptor::new(
+                MemoryLayoutStrategy::Contiguous,
+                [rows, cols / per_word].into(),
+                size_of::<u32>(),
+            ),
+            MemoryLayoutDescriptor::new(
+                MemoryLayoutStrategy::Contiguous,
+                scales_shape.clone(),
+                size_of::<f32>(),
+            ),
+        ]);
+        let MemoryLayout {
+            memory: scales,
+            strides: scales_strides,
+        } = layouts.remove(1);
+        let MemoryLayout {
+            memory: values,
+            strides,
+        } = layouts.remove(0);
+        let out = Quantized {
+            values: values.clone(),
+            scales: scales.clone(),
+            rows,
+            cols,
+            format,
+        };
+        stowage_kernels::quantize_into(&client, input, source, &out)?;
+        let qparams = QParams {
+            scales: QParamTensor {
+                offset_start: scales.offset_start.unwrap_or(0) as usize,
+                offset_end: scales.offset_end.unwrap_or(0) as usize,
+                metadata: Metadata::new(scales_shape, scales_strides),
+                dtype: BurnDType::F32,
+            },
+        };
+        Ok(CubeTensor::new_quantized(
+            client,
+            values,
+            shape,
+            device.clone(),
+            strides,
+            BurnDType::QFloat(scheme),
+            qparams,
+        ))
+    }
+
+    /// [`DeviceTransforms::quantized_checksum`] of a cubecl tensor: `None` unless its values
+    /// are packed into u32 words.
+    fn quantized_checksum<R: CubeRuntime>(
+        tensor: &CubeTensor<R>,
+    ) -> Option<Result<u64, KernelError>> {
+        let BurnDType::QFloat(scheme) = tensor.dtype else {
+            return None;
+        };
+        if !matches!(scheme.store, QuantStore::PackedU32(_)) {
+            return None;
+        }
+        let (values, scales) = tensor.quantized_handles()?;
+        Some((|| Ok(combine([checksum(&values)?, checksum(&scales)?])))())
     }
 
     /// The checksum of a dispatch tensor on a wgpu or CUDA device; `None` on the CPU.
@@ -679,6 +898,110 @@ mod gpu {
                 got,
                 super::super::host_checksum(super::super::Expected::Ints(&[5, -1, 7]), 4)
             );
+        }
+
+        /// Quantized on the device from f32, bf16 and f16 bytes: the host rule's values and
+        /// scales, which burn dequantizes as the host does; the checksum taken on the device
+        /// is the host's of that weight, and not that of a weight one value apart. Schemes
+        /// the kernels do not write are declined (`None`), for the host to quantize.
+        #[test]
+        fn quantized_on_the_device_is_the_hosts_and_checksums_as_it() {
+            use crate::quantized::{QuantizedWeight, burn_block, holding};
+            use burn::tensor::{Tensor, TensorPrimitive};
+            use stowage_planner::Quantize;
+            let (rows, cols) = (4, 48);
+            let values: Vec<f32> = (0..rows * cols)
+                .map(|i| ((i * 37) % 29) as f32 / 7.0 - 2.0)
+                .collect();
+            let encodings: [(BurnDType, Vec<u8>); 3] = [
+                (
+                    BurnDType::F32,
+                    values.iter().flat_map(|x| x.to_le_bytes()).collect(),
+                ),
+                (
+                    BurnDType::BF16,
+                    values
+                        .iter()
+                        .flat_map(|&x| bf16::from_f32(x).to_le_bytes())
+                        .collect(),
+                ),
+                (
+                    BurnDType::F16,
+                    values
+                        .iter()
+                        .flat_map(|&x| f16::from_f32(x).to_le_bytes())
+                        .collect(),
+                ),
+            ];
+            for quantize in [Quantize::Int8 { group: 16 }, Quantize::Int4 { group: 8 }] {
+                let scheme = holding::<GpuBackend>(&wgpu(), quantize, cols).unwrap();
+                let block = burn_block(&scheme).unwrap();
+                for (dtype, bytes) in &encodings {
+                    let file: Vec<f32> = match dtype {
+                        BurnDType::BF16 => {
+                            values.iter().map(|&x| bf16::from_f32(x).to_f32()).collect()
+                        }
+                        BurnDType::F16 => {
+                            values.iter().map(|&x| f16::from_f32(x).to_f32()).collect()
+                        }
+                        _ => values.clone(),
+                    };
+                    let host = QuantizedWeight::quantize(&file, rows, cols, quantize).unwrap();
+                    let data = TensorData::from_bytes_vec(bytes.clone(), [rows, cols], *dtype);
+                    let q = GpuBackend::quantize_on_device(data, quantize, scheme, &wgpu())
+                        .expect("quantized on the device")
+                        .unwrap();
+                    let sum = GpuBackend::quantized_checksum(&q).unwrap().unwrap();
+                    let t = Tensor::<GpuBackend, 2>::from_primitive(TensorPrimitive::QFloat(q));
+                    assert_eq!(
+                        QuantizedWeight::from_tensor(&t, quantize).as_ref(),
+                        Some(&host),
+                        "{quantize} {dtype:?}"
+                    );
+                    let back: Vec<f32> = t.dequantize().into_data().to_vec().unwrap();
+                    assert!(
+                        back.iter()
+                            .zip(host.dequantize())
+                            .all(|(a, b)| a.to_bits() == b.to_bits()),
+                        "{quantize} {dtype:?}"
+                    );
+                    let expected = super::super::Expected::Quantized {
+                        weight: &host,
+                        block,
+                    };
+                    assert_eq!(sum, super::super::host_checksum(expected, 4));
+                    let mut other = host.clone();
+                    other.values[5] = if other.values[5] == 0 { 1 } else { 0 };
+                    let expected = super::super::Expected::Quantized {
+                        weight: &other,
+                        block,
+                    };
+                    assert_ne!(sum, super::super::host_checksum(expected, 4));
+                }
+                // Rows that are not whole groups, or blocks other than the group: declined.
+                let f32s = &encodings[0].1;
+                let data = |c: usize| {
+                    TensorData::from_bytes_vec(
+                        f32s[..4 * rows * c].to_vec(),
+                        [rows, c],
+                        BurnDType::F32,
+                    )
+                };
+                let group = quantize.group().unwrap() as usize;
+                assert!(
+                    GpuBackend::quantize_on_device(data(group + 4), quantize, scheme, &wgpu())
+                        .is_none()
+                );
+                let other_scheme = holding::<GpuBackend>(&wgpu(), quantize, 2 * cols).unwrap();
+                let bigger = match quantize {
+                    Quantize::Int8 { .. } => Quantize::Int8 { group: 32 },
+                    _ => Quantize::Int4 { group: 16 },
+                };
+                assert!(
+                    GpuBackend::quantize_on_device(data(cols), bigger, other_scheme, &wgpu())
+                        .is_none()
+                );
+            }
         }
 
         /// A tensor on the device that is not what the file holds (one bit apart) fails

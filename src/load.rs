@@ -12,8 +12,9 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use burn::prelude::*;
+use burn::tensor::quantization::QuantScheme;
 use burn::tensor::{AllocationProperty, Bytes, TensorData, TensorPrimitive};
-use stowage_planner::{DType, Device, Inventory, Plan, TensorInfo, TensorSource};
+use stowage_planner::{DType, Device, Inventory, Plan, Quantize, TensorInfo, TensorSource};
 
 use crate::backend::Targets;
 use crate::convert;
@@ -22,6 +23,7 @@ use crate::error::{Error, Result};
 use crate::memory;
 use crate::mmap::MappedFile;
 use crate::offload::{self, OffloadTensor};
+use crate::quantized::{self, Held, QuantizedParam, QuantizedWeight};
 use crate::report::{Checksum, DeviceLoad, LoadReport, OffloadSummary};
 use crate::store::{DiskTensor, StoredTensor, TensorStore};
 
@@ -158,6 +160,7 @@ pub fn load_store<B: Backend>(
         checksums: Vec::new(),
         widened_on_device: 0,
         verified: 0,
+        quantized: Vec::new(),
     };
     let mut actual: HashMap<Device, u64> = HashMap::new();
     let mut to_offload: Vec<(usize, OffloadTensor)> = Vec::new();
@@ -214,6 +217,7 @@ pub fn load_store<B: Backend>(
                     sums,
                     held,
                     widened,
+                    quantized,
                 } = upload(
                     t,
                     path,
@@ -225,6 +229,7 @@ pub fn load_store<B: Backend>(
                 *actual.entry(device).or_default() += held;
                 report.widened_on_device += usize::from(widened);
                 report.verified += usize::from(opts.verify);
+                report.quantized.extend(quantized);
                 file.release(*start, *end);
                 if let Some((sum, abs_sum)) = sums {
                     report.checksums.push((
@@ -430,7 +435,7 @@ pub fn load_store<B: Backend>(
 }
 
 /// The burn dtype of a checkpoint dtype, where burn has one.
-fn burn_dtype(dtype: DType) -> Option<burn::tensor::DType> {
+pub(crate) fn burn_dtype(dtype: DType) -> Option<burn::tensor::DType> {
     use burn::tensor::DType as B;
     Some(match dtype {
         DType::F64 => B::F64,
@@ -476,6 +481,7 @@ fn check_gpus<B: Backend>(inventory: &Inventory, plan: &Plan, targets: &Targets<
         if t.tied_to.is_some() {
             continue;
         }
+        let quantized = plan.options.quantize.applies_to(t);
         let Some(gpu) = targets.device(device) else {
             if targets.gpus.is_empty() {
                 return Err(Error::GpuNotCompiled {
@@ -489,7 +495,8 @@ fn check_gpus<B: Backend>(inventory: &Inventory, plan: &Plan, targets: &Targets<
                 backend: "this backend",
             });
         };
-        if t.dtype == DType::BOOL {
+        // Quantized weights are held as burn's quantized tensors, or dequantized to f32.
+        if t.dtype == DType::BOOL || quantized {
             continue;
         }
         let dtype = gpu_dtype::<B>(t, plan, gpu);
@@ -523,6 +530,8 @@ struct Uploaded<B: Backend> {
     held: u64,
     /// Whether it was widened on the device.
     widened: bool,
+    /// How it was quantized, if it was.
+    quantized: Option<QuantizedParam>,
 }
 
 /// Sends one tensor from the mapped file to `gpu`: the file's bytes as they are when the
@@ -568,6 +577,7 @@ fn upload<B: Backend>(
         sums,
         held,
         widened: false,
+        quantized: None,
     };
     if t.dtype == DType::BOOL {
         // One byte or one word per value, as the device stores booleans (GPU backends take no
@@ -592,6 +602,11 @@ fn upload<B: Backend>(
             dtype,
         )
     };
+    let quantize = plan.options.quantize;
+    if quantize.applies_to(t) {
+        let data = burn_dtype(t.dtype).map(as_is);
+        return upload_quantized(t, bytes, data, (gpu, quantize), (opts, transforms), site);
+    }
     if t.dtype.is_float() {
         let burn = burn_dtype(target).ok_or_else(unsupported)?;
         let stored_sums = || {
@@ -667,4 +682,109 @@ fn upload<B: Backend>(
     let stored = StoredTensor::Int { tensor, shape };
     verify(&stored, Expected::Ints(&values))?;
     Ok(uploaded(stored, sums))
+}
+
+/// Sends a weight the plan quantizes ([`Quantize::applies_to`]) to `gpu`: the file's bytes
+/// as they are, quantized there by the kernels when the device holds the format in a scheme
+/// they write ([`crate::DeviceTransforms::quantize_on_device`]); else quantized on the host
+/// with the same rule and handed to burn, or held dequantized (f32) when the device cannot
+/// hold the format at all ([`crate::quantized`] says when). With `verify`, the device's
+/// checksum of the values and scales it holds must equal the host's over the same weight
+/// quantized from the file's bytes: the device quantized bit for bit as the host does.
+fn upload_quantized<B: Backend>(
+    t: &TensorInfo,
+    bytes: &[u8],
+    data: Option<TensorData>,
+    (gpu, quantize): (&B::Device, Quantize),
+    (opts, transforms): (&LoadOptions, &Transforms<B>),
+    site: Site<'_>,
+) -> Result<Uploaded<B>> {
+    let unsupported = || Error::UnsupportedDType {
+        path: site.path.to_path_buf(),
+        tensor: t.name.clone(),
+        dtype: t.dtype,
+    };
+    let shape: Vec<usize> = t.shape.iter().map(|&d| d as usize).collect();
+    let (rows, cols) = (shape[0], shape[1]);
+    // The host's quantization of the file's weight.
+    let on_host = || {
+        let values = convert::to_f32(t.dtype, bytes).ok_or_else(unsupported)?;
+        QuantizedWeight::quantize(&values, rows, cols, quantize).ok_or_else(unsupported)
+    };
+    let sums = |w: &QuantizedWeight| convert::sums_f32(&w.dequantize());
+    let scheme = quantized::holding::<B>(gpu, quantize, cols);
+    let param = |scheme: Option<QuantScheme>, on_device| QuantizedParam {
+        param: t.name.clone(),
+        tensor: t.name.clone(),
+        scheme,
+        bytes: scheme.map_or(4 * (rows * cols) as u64, |s| {
+            quantized::held_bytes(&s, rows, cols)
+        }),
+        planned_bytes: quantize.bytes(rows as u64, cols as u64).unwrap_or(0),
+        on_device,
+    };
+    let check =
+        |stored: &StoredTensor<B>, weight: &QuantizedWeight, scheme: Option<QuantScheme>| {
+            if !opts.verify {
+                return Ok(());
+            }
+            match scheme {
+                Some(s) => {
+                    let block = quantized::burn_block(&s).unwrap_or(1);
+                    cube::verify(
+                        stored,
+                        Expected::Quantized { weight, block },
+                        site,
+                        transforms,
+                    )
+                }
+                None => {
+                    let f32s: Vec<u8> = weight
+                        .dequantize()
+                        .iter()
+                        .flat_map(|x| x.to_le_bytes())
+                        .collect();
+                    cube::verify(stored, Expected::Bytes(&f32s), site, transforms)
+                }
+            }
+        };
+    if let (Some(scheme), Some(data)) = (scheme, data)
+        && let Some(done) = (transforms.quantize)(data, quantize, scheme, gpu)
+    {
+        let tensor = done.map_err(|e| site.kernel("quantizing", e))?;
+        let stored = StoredTensor::Float {
+            tensor: TensorPrimitive::QFloat(tensor),
+            shape,
+        };
+        let host = (opts.verify || opts.checksums).then(on_host).transpose()?;
+        if let Some(w) = &host {
+            check(&stored, w, Some(scheme))?;
+        }
+        let quantized = param(Some(scheme), true);
+        return Ok(Uploaded {
+            stored,
+            sums: host.as_ref().filter(|_| opts.checksums).map(sums),
+            held: quantized.bytes,
+            widened: false,
+            quantized: Some(quantized),
+        });
+    }
+    let weight = on_host()?;
+    let (stored, scheme) = match weight.to_tensor::<B>(gpu) {
+        Held::Quantized(q, scheme) => (q, Some(scheme)),
+        Held::Dequantized(f) => (f, None),
+    };
+    let stored = StoredTensor::Float {
+        tensor: stored.into_primitive(),
+        shape,
+    };
+    check(&stored, &weight, scheme)?;
+    let quantized = param(scheme, false);
+    Ok(Uploaded {
+        stored,
+        sums: opts.checksums.then(|| sums(&weight)),
+        held: quantized.bytes,
+        widened: false,
+        quantized: Some(quantized),
+    })
 }

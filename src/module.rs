@@ -14,8 +14,9 @@
 //!   parameter that is not loaded stays as it was (lazy ones stay lazy).
 //!
 //! With [`ModuleLoadOptions::quantize`], the weights the planner's rule picks are read one by
-//! one and quantized on the host as they are loaded; a [`QuantLinear`](crate::QuantLinear)'s
-//! weight is then held as burn's quantized tensor ([`crate::quantized`] has the format, what
+//! one and quantized as they are loaded: on their GPU from the checkpoint's bytes where the
+//! targets have device transforms and the kernels' layout fits, else on the host with the same
+//! rule; a [`QuantLinear`](crate::QuantLinear)'s weight is then held as burn's quantized tensor ([`crate::quantized`] has the format, what
 //! burn 0.21 can hold and why burn's own `Linear` cannot).
 //!
 //! Names go through [`Renames`] from the model path to the checkpoint name (`gamma` →
@@ -111,16 +112,20 @@ use std::collections::{HashMap, HashSet};
 
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
 use burn::prelude::*;
-use burn::tensor::{Bool, DType as BurnDType, Int, TensorPrimitive, get_device_settings};
+use burn::tensor::{
+    AllocationProperty, Bool, DType as BurnDType, Int, TensorData, TensorPrimitive,
+    get_device_settings,
+};
 use stowage_planner::{
     DType, Inventory, InventoryOptions, Plan, Quantize, TensorInfo, TensorSource,
 };
 
 use crate::backend::Targets;
 use crate::convert;
+use crate::cube::Transforms;
 use crate::error::{Error, Result};
 use crate::load::{LoadOptions, load_store};
-use crate::quantized::{Held, QuantizedParam, QuantizedWeight};
+use crate::quantized::{self, Held, QuantizedParam, QuantizedWeight};
 use crate::rename::Renames;
 use crate::report::LoadReport;
 use crate::store::{DiskTensor, TensorStore};
@@ -155,11 +160,13 @@ pub struct ModuleLoadOptions {
     /// Quantize the weights the planner's rule picks ([`Quantize::applies_to`]: 2-D linear
     /// weights inside numbered blocks) as they are loaded, in groups of the option's size (the
     /// format: [`crate::quantized`]'s docs). Each is read from the checkpoint on its own, never
-    /// through [`crate::load_store`], and quantized on the host; a
-    /// [`QuantLinear`](crate::QuantLinear) weight in PyTorch layout is then held as burn's
-    /// quantized tensor where its device can hold the format, every other one dequantized
-    /// (f32). [`ModuleLoadReport::quantized`] lists them. `Quantize::None` (the default)
-    /// quantizes nothing.
+    /// through [`crate::load_store`]. A [`QuantLinear`](crate::QuantLinear) weight in PyTorch
+    /// layout is held as burn's quantized tensor where its device can hold the format:
+    /// quantized there from the checkpoint's bytes by the kernels when the targets carry device
+    /// transforms (`GpuBackend`'s GPU targets) and its rows are whole groups of a size burn's
+    /// blocks can take (at most 128), else quantized on the host. Every other one is
+    /// dequantized (f32). [`ModuleLoadReport::quantized`] lists them, and where each was
+    /// quantized. `Quantize::None` (the default) quantizes nothing.
     pub quantize: Quantize,
 }
 
@@ -298,6 +305,9 @@ pub fn load<B: Backend, M: Module<B>>(
     let slots = walk(&model);
     let (check, actions) = match_slots(&slots, inventory, options)?;
     let (inventory, plan) = restrict(inventory, plan, &actions)?;
+    let targets: Targets<B> = targets.into();
+    let transforms = targets.transforms;
+    let gpus = targets.gpus.clone();
     let (store, store_report) = load_store::<B>(&inventory, &plan, targets, &options.store)?;
 
     let mut loader = Loader {
@@ -309,6 +319,8 @@ pub fn load<B: Backend, M: Module<B>>(
         floats: HashMap::new(),
         quantize: options.quantize,
         quantized: Vec::new(),
+        transforms,
+        gpus,
         error: None,
     };
     let model = model.map(&mut loader);
@@ -742,6 +754,10 @@ struct Loader<'a, B: Backend> {
     quantize: Quantize,
     /// The parameters quantized so far.
     quantized: Vec<QuantizedParam>,
+    /// The targets' device transforms: quantizing on a GPU.
+    transforms: Transforms<B>,
+    /// The targets' GPUs, to name one in errors.
+    gpus: Vec<B::Device>,
     /// The first failure; later parameters are left alone.
     error: Option<Error>,
 }
@@ -813,7 +829,40 @@ impl<B: Backend> Loader<'_, B> {
             tensor: source.name.clone(),
             dtype: source.dtype,
         };
-        let values = convert::to_f32(source.dtype, &disk.read()?).ok_or_else(unsupported)?;
+        let bytes = bytes::Bytes::from(disk.read()?);
+        // On the device from the file's bytes, where it can hold the format in a scheme the
+        // kernels write.
+        if hold
+            && let Some(scheme) = quantized::holding::<B>(device, self.quantize, cols)
+            && let Some(dtype) = crate::load::burn_dtype(source.dtype)
+        {
+            let data = TensorData::from_bytes(
+                burn::tensor::Bytes::from_shared(bytes.clone(), AllocationProperty::Native),
+                [rows, cols],
+                dtype,
+            );
+            if let Some(done) = (self.transforms.quantize)(data, self.quantize, scheme, device) {
+                let q = done.map_err(|e| Error::Kernel {
+                    path: path.clone(),
+                    tensor: source.name.clone(),
+                    index: self.gpus.iter().position(|g| g == device).unwrap_or(0) as u32,
+                    what: "quantizing",
+                    source: Box::new(e),
+                })?;
+                let bytes = quantized::held_bytes(&scheme, rows, cols);
+                self.quantized.push(QuantizedParam {
+                    param: self.stack.join("."),
+                    tensor: source.name.clone(),
+                    scheme: Some(scheme),
+                    bytes,
+                    planned_bytes: self.quantize.bytes(rows as u64, cols as u64).unwrap_or(0),
+                    on_device: true,
+                });
+                return Ok(Tensor::from_primitive(TensorPrimitive::QFloat(q)));
+            }
+        }
+        let values = convert::to_f32(source.dtype, &bytes).ok_or_else(unsupported)?;
+        drop(bytes);
         let weight = QuantizedWeight::quantize(&values, rows, cols, self.quantize)
             .ok_or_else(unsupported)?;
         drop(values);

@@ -42,10 +42,15 @@
 //!   group's scale, so it computes exactly the same; only the scales take more room.
 //! - **burn's own quantizer differs from ours** (`quantize_dynamic`: scale
 //!   `2·amax / (2·qmax)` by f32 division, then `round(x / scale)` in f32; on a 6×256 test 35 of
-//!   1536 int8 values came out different from ours). stowage therefore quantizes on the host
-//!   with its own rule and hands burn the values and the scales (`TensorData`); burn only
-//!   stores and dequantizes them, `fl(q × scale)` with one f32 multiply, which is ours: a
-//!   loaded weight dequantizes to exactly [`QuantizedWeight::dequantize`].
+//!   1536 int8 values came out different from ours). stowage therefore never asks burn to
+//!   quantize: on a GPU the kernels of stowage-kernels write the packed values and scales
+//!   straight into the memory of a burn quantized tensor, laid out as burn lays out one it
+//!   uploads ([`DeviceTransforms::quantize_on_device`](crate::DeviceTransforms::quantize_on_device),
+//!   when the blocks are exactly the groups: groups of at most 128 and rows of whole groups);
+//!   otherwise the host quantizes ([`QuantizedWeight::quantize`]) and hands burn the values and
+//!   scales (`TensorData`). burn only stores and dequantizes them, `fl(q × scale)` with one f32
+//!   multiply, which is ours: a loaded weight dequantizes to exactly
+//!   [`QuantizedWeight::dequantize`] (tested on lavapipe for weights quantized both ways).
 //!
 //! A device holds a weight quantized only when its backend reports the scheme supported and a
 //! small probe tensor, encoded the same way, dequantizes there bit for bit as
@@ -267,8 +272,25 @@ impl QuantizedWeight {
         })
     }
 
+    /// The values packed into 32-bit words as burn's `PackedU32` store and the kernels hold
+    /// them: row-major, 4 (int8) or 8 (int4) to a word, the first in the lowest bits, the last
+    /// word padded with zeros.
+    pub(crate) fn packed_words(&self) -> Vec<u32> {
+        let bits = match self.quantize {
+            Quantize::Int4 { .. } => 4,
+            _ => 8,
+        };
+        let k = 32 / bits;
+        let mask = (1u32 << bits) - 1;
+        let mut words = vec![0u32; self.values.len().div_ceil(k)];
+        for (i, &q) in self.values.iter().enumerate() {
+            words[i / k] |= (q as u32 & mask) << ((i % k) * bits);
+        }
+        words
+    }
+
     /// The scale of each of burn's blocks of `b` values, row-major.
-    fn block_scales(&self, b: usize) -> Vec<f32> {
+    pub(crate) fn block_scales(&self, b: usize) -> Vec<f32> {
         let group = self.group();
         let per_row = self.cols.div_ceil(group);
         let blocks = self.cols / b;
@@ -284,14 +306,11 @@ impl QuantizedWeight {
         let shape = [self.rows, self.cols];
         match scheme.store {
             QuantStore::PackedU32(_) => {
-                let bits = scheme.value.size_bits();
-                let k = 32 / bits;
-                let mask = (1u32 << bits) - 1;
-                let mut words = vec![0u32; self.values.len().div_ceil(k)];
-                for (i, &q) in self.values.iter().enumerate() {
-                    words[i / k] |= (q as u32 & mask) << ((i % k) * bits);
-                }
-                let mut bytes: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
+                let mut bytes: Vec<u8> = self
+                    .packed_words()
+                    .iter()
+                    .flat_map(|w| w.to_le_bytes())
+                    .collect();
                 bytes.extend(scales.iter().flat_map(|s| s.to_le_bytes()));
                 TensorData::from_bytes_vec(bytes, shape, BurnDType::QFloat(scheme))
             }
@@ -323,7 +342,7 @@ fn block_for(group: usize, cols: usize) -> usize {
     b.min(MAX_BURN_BLOCK)
 }
 
-fn burn_block(scheme: &QuantScheme) -> Option<usize> {
+pub(crate) fn burn_block(scheme: &QuantScheme) -> Option<usize> {
     match scheme.level {
         QuantLevel::Block(size) => Some(size.num_elements()),
         QuantLevel::Tensor => None,
@@ -331,7 +350,11 @@ fn burn_block(scheme: &QuantScheme) -> Option<usize> {
 }
 
 /// The scheme `device` holds `quantize` in for rows of `cols`, or `None` (held dequantized).
-fn holding<B: Backend>(device: &B::Device, quantize: Quantize, cols: usize) -> Option<QuantScheme> {
+pub(crate) fn holding<B: Backend>(
+    device: &B::Device,
+    quantize: Quantize,
+    cols: usize,
+) -> Option<QuantScheme> {
     let group = quantize.group()? as usize;
     let b = block_for(group, cols);
     if b == 0 || b > usize::from(u8::MAX) {
@@ -402,6 +425,18 @@ fn probe<B: Backend>(device: &B::Device, scheme: QuantScheme, quantize: Quantize
         .all(|(a, b)| a.to_bits() == b.to_bits())
 }
 
+/// Bytes a `[rows, cols]` tensor held quantized in `scheme` takes on its device: the values
+/// (packed into 32-bit words, or a byte each) and an f32 scale per block.
+pub(crate) fn held_bytes(scheme: &QuantScheme, rows: usize, cols: usize) -> u64 {
+    let n = (rows * cols) as u64;
+    let b = burn_block(scheme).unwrap_or(1).max(1) as u64;
+    let values = match scheme.store {
+        QuantStore::PackedU32(_) => 4 * n.div_ceil(32 / scheme.value.size_bits() as u64),
+        _ => n,
+    };
+    values + 4 * n / b
+}
+
 /// A parameter quantized at load ([`ModuleLoadReport::quantized`](crate::ModuleLoadReport::quantized)).
 #[derive(Debug, Clone, PartialEq)]
 pub struct QuantizedParam {
@@ -417,6 +452,9 @@ pub struct QuantizedParam {
     pub bytes: u64,
     /// Bytes the planner sized it at on a GPU ([`Quantize::bytes`]).
     pub planned_bytes: u64,
+    /// Whether it was quantized on its device from the checkpoint's bytes (stowage-kernels),
+    /// rather than on the host.
+    pub on_device: bool,
 }
 
 impl QuantizedParam {
@@ -426,20 +464,10 @@ impl QuantizedParam {
         weight: &QuantizedWeight,
         held: &Held<B>,
     ) -> Self {
-        let n = (weight.rows * weight.cols) as u64;
+        let (rows, cols) = (weight.rows, weight.cols);
         let (scheme, bytes) = match held {
-            Held::Quantized(_, scheme) => {
-                let b = burn_block(scheme).unwrap_or(1).max(1) as u64;
-                let scales = 4 * n / b;
-                let values = match scheme.store {
-                    QuantStore::PackedU32(_) => {
-                        4 * n.div_ceil(32 / scheme.value.size_bits() as u64)
-                    }
-                    _ => n,
-                };
-                (Some(*scheme), values + scales)
-            }
-            Held::Dequantized(_) => (None, 4 * n),
+            Held::Quantized(_, scheme) => (Some(*scheme), held_bytes(scheme, rows, cols)),
+            Held::Dequantized(_) => (None, 4 * (rows * cols) as u64),
         };
         QuantizedParam {
             param,
@@ -447,6 +475,7 @@ impl QuantizedParam {
             scheme,
             bytes,
             planned_bytes: weight.planned_bytes(),
+            on_device: false,
         }
     }
 }

@@ -70,6 +70,12 @@ pub struct LoadReport {
     /// Tensors on GPUs whose checksum, taken on the device, was found equal to the file's
     /// ([`LoadOptions::verify`](crate::LoadOptions::verify)).
     pub verified: usize,
+    /// Tensors quantized as they were loaded onto GPUs (the plan's
+    /// [`quantize`](crate::PlanOptions::quantize)): how each is held, the bytes it takes, and
+    /// whether it was quantized on the device. In the store each is a `[rows, cols]` quantized
+    /// tensor (`TensorPrimitive::QFloat`; `Tensor::dequantize` gives its f32 values), or an f32
+    /// one holding the same values when its device cannot hold the format.
+    pub quantized: Vec<crate::QuantizedParam>,
 }
 
 impl LoadReport {

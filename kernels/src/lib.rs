@@ -115,6 +115,7 @@ pub use dequant::{dequantize, dequantize_slice};
 pub use device::{MAX_LAUNCH_ELEMS, upload};
 pub use error::{Error, Result};
 pub use quantize::{
-    MIN_AMAX_BITS, QuantBits, QuantFormat, Quantized, QuantizedBytes, quantize, quantize_slice,
+    MIN_AMAX_BITS, QuantBits, QuantFormat, Quantized, QuantizedBytes, quantize, quantize_into,
+    quantize_slice,
 };
 pub use widen::{FloatFormat, widen, widen_slice};

@@ -305,7 +305,6 @@ fn scale_kernel(scales: &mut Array<u32>, factor: f32) {
 /// Groups run along `cols`, the last dimension: for a PyTorch `nn.Linear` weight
 /// (`[out_features, in_features]`) that is the input dimension. A tensor of higher rank is
 /// quantized as `[product of the leading dimensions, last dimension]`.
-#[allow(unsafe_code)]
 pub fn quantize<R: Runtime>(
     client: &ComputeClient<R>,
     input: Handle,
@@ -315,6 +314,41 @@ pub fn quantize<R: Runtime>(
     format: QuantFormat,
 ) -> Result<Quantized> {
     format.check()?;
+    let values = client.empty(format.values_bytes(rows as u64, cols as u64) as usize);
+    let scales = client.empty(format.scales_bytes(rows as u64, cols as u64) as usize);
+    let quantized = Quantized {
+        values,
+        scales,
+        rows,
+        cols,
+        format,
+    };
+    quantize_into(client, input, source, &quantized)?;
+    Ok(quantized)
+}
+
+/// [`quantize`] into handles the caller allocated: `output.values` must hold
+/// [`QuantFormat::values_bytes`] and `output.scales` [`QuantFormat::scales_bytes`] of
+/// `[output.rows, output.cols]` (more is left as it was). The handles may be two ranges of one
+/// allocation (`offset_start` / `offset_end`), as burn keeps a quantized tensor's values and
+/// scales.
+///
+/// # Errors
+///
+/// [`Error::HandleTooSmall`] when a handle is smaller than that, [`Error::GroupSize`] for a
+/// group outside the supported sizes, [`Error::TooLarge`] for a tensor one launch cannot
+/// index.
+#[allow(unsafe_code)]
+pub fn quantize_into<R: Runtime>(
+    client: &ComputeClient<R>,
+    input: Handle,
+    source: FloatFormat,
+    output: &Quantized,
+) -> Result<()> {
+    let Quantized {
+        rows, cols, format, ..
+    } = *output;
+    format.check()?;
     let elems = rows.saturating_mul(cols);
     check_len(elems as u64)?;
     let in_words = source.words_for(elems);
@@ -322,22 +356,16 @@ pub fn quantize<R: Runtime>(
     let groups_per_row = format.groups_per_row(cols as u64) as usize;
     let groups = rows * groups_per_row;
     let value_words = format.values_bytes(rows as u64, cols as u64) as usize / 4;
-    let values = client.empty(value_words * 4);
-    let scales = client.empty(groups * 4);
-    let quantized = Quantized {
-        values: values.clone(),
-        scales: scales.clone(),
-        rows,
-        cols,
-        format,
-    };
+    check_handle(&output.values, "values", value_words as u64 * 4)?;
+    check_handle(&output.scales, "scales", groups as u64 * 4)?;
+    let (values, scales) = (output.values.clone(), output.scales.clone());
     if elems == 0 {
-        return Ok(quantized);
+        return Ok(());
     }
     let group = format.group as usize;
     let bits = format.bits.bits();
-    // SAFETY (all three launches): `input` holds at least `in_words` words (checked above);
-    // `values` and `scales` were just allocated with `value_words` and `groups` words. Each
+    // SAFETY (all three launches): `input` holds at least `in_words` words, `values` at least
+    // `value_words` and `scales` at least `groups` (all checked above). Each
     // kernel guards its unit's position against these lengths, and every index it derives
     // from a position below them is below them too: an element below `elems` = rows × cols
     // lies in input word `i` or `i / 2`, and in group `row × groups_per_row + col / group`.
@@ -382,7 +410,7 @@ pub fn quantize<R: Runtime>(
             format.bits.scale_factor(),
         );
     }
-    Ok(quantized)
+    Ok(())
 }
 
 /// Quantizes host bytes (little-endian, as a checkpoint stores them) of a `[rows, cols]`

@@ -20,7 +20,10 @@ file when stored as f32), disk tensors left in place when the checkpoint already
 asked for, else converted once into --offload-folder. GPU tensors go to the device as stored
 (or converted to the planned dtype) through burn-cuda (build with --features cuda) or wgpu
 (--features wgpu); see --backend. With --gpu-float f32, a bf16 or f16 checkpoint crosses to the
-GPUs as stored and is widened to f32 there, on the device.
+GPUs as stored and is widened to f32 there, on the device. With --quantize int8|int4, the
+linear weights inside the blocks that go to a GPU cross as stored and are quantized there
+(stowage's blockwise format, one f32 scale per --quantize-group values); the report lists how
+each is held.
 
 --verify proves the GPU tensors bit-exact without copying them back: each one's checksum is
 taken on its device and compared with the same checksum of the values the file says it holds,
@@ -30,6 +33,7 @@ Examples:
   stowage load ./Llama-3-8B --max-memory cpu=8GiB
   stowage load ./model --plan plan.json --checksums --json
   stowage load ./model --gpus 2x24GiB --gpu-float f32 --verify
+  stowage load ./model --backend wgpu --quantize int4 --verify
 
 Exit codes: 0 loaded, 1 error, 2 usage.";
 
@@ -45,7 +49,8 @@ pub struct LoadArgs {
     checksums: bool,
 
     /// Check every tensor loaded onto a GPU against the file: a checksum taken on the device
-    /// must equal the same checksum of the file's values, taken on the host
+    /// must equal the same checksum of the file's values (quantized weights: of the file's
+    /// weight quantized on the host), taken on the host
     #[arg(long)]
     verify: bool,
 
@@ -60,10 +65,18 @@ pub struct LoadArgs {
 
 pub fn run(args: LoadArgs, out: Output) -> anyhow::Result<ExitCode> {
     let planned = make_plan(&args.inputs, out)?;
-    if !planned.plan.options.quantize.is_none() {
-        anyhow::bail!(
-            "`--quantize {}`: the loader cannot quantize yet (plans can: `stowage plan --quantize`); load without --quantize",
-            planned.plan.options.quantize.as_str()
+    let quantize = planned.plan.options.quantize;
+    let quantized_on_gpus = planned
+        .inventory
+        .tensors
+        .iter()
+        .zip(&planned.plan.tensor_devices)
+        .any(|(t, d)| matches!(d, stowage::Device::Gpu(_)) && quantize.applies_to(t));
+    if !quantize.is_none() && !quantized_on_gpus && !out.quiet {
+        eprintln!(
+            "note: --quantize {quantize}: no weight it applies to is on a GPU in this plan; weights are \
+             quantized as they go to a GPU (cpu keeps f32, disk the checkpoint's bytes), so nothing \
+             is quantized"
         );
     }
     let total: u64 = planned
@@ -158,7 +171,43 @@ fn report_json(spec: &str, r: &LoadReport) -> Value {
     if !checksums.is_empty() {
         v["checksums"] = Value::Object(checksums);
     }
+    if !r.quantized.is_empty() {
+        v["quantized"] = r
+            .quantized
+            .iter()
+            .map(|q| {
+                json!({
+                    "tensor": q.tensor,
+                    "held_as": held_as(q),
+                    "on_device": q.on_device,
+                    "bytes": q.bytes,
+                    "planned_bytes": q.planned_bytes,
+                })
+            })
+            .collect();
+    }
     v
+}
+
+/// How a quantized tensor is held, in words: burn's scheme, or f32.
+fn held_as(q: &stowage::QuantizedParam) -> String {
+    use burn::tensor::quantization::{QuantLevel, QuantStore, QuantValue};
+    let Some(s) = q.scheme else {
+        return "f32 (dequantized: the device cannot hold the format)".into();
+    };
+    let value = match s.value {
+        QuantValue::Q4S => "int4",
+        _ => "int8",
+    };
+    let store = match s.store {
+        QuantStore::PackedU32(_) => "packed in u32 words",
+        _ => "a byte each",
+    };
+    let block = match s.level {
+        QuantLevel::Block(b) => b.num_elements(),
+        QuantLevel::Tensor => 0,
+    };
+    format!("{value}, {store}, an f32 scale per {block} values")
 }
 
 pub fn write_report(w: &mut impl Write, spec: &str, r: &LoadReport) -> std::io::Result<()> {
@@ -193,6 +242,31 @@ pub fn write_report(w: &mut impl Write, spec: &str, r: &LoadReport) -> std::io::
             "{} tensors widened to f32 on the GPUs from the checkpoint's bytes",
             r.widened_on_device
         )?;
+    }
+    if !r.quantized.is_empty() {
+        let on_device = r.quantized.iter().filter(|q| q.on_device).count();
+        let held: u64 = r.quantized.iter().map(|q| q.bytes).sum();
+        let planned: u64 = r.quantized.iter().map(|q| q.planned_bytes).sum();
+        writeln!(
+            w,
+            "quantized: {} weights on the GPUs ({} on the device from the checkpoint's bytes, {} on the host), holding {} (planned {})",
+            r.quantized.len(),
+            on_device,
+            r.quantized.len() - on_device,
+            format_bytes(held),
+            format_bytes(planned)
+        )?;
+        let mut kinds: Vec<(String, usize)> = Vec::new();
+        for q in &r.quantized {
+            let k = held_as(q);
+            match kinds.iter_mut().find(|(h, _)| *h == k) {
+                Some((_, n)) => *n += 1,
+                None => kinds.push((k, 1)),
+            }
+        }
+        for (k, n) in kinds {
+            writeln!(w, "  {n} held as {k}")?;
+        }
     }
     if r.verified > 0 {
         writeln!(

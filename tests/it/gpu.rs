@@ -589,3 +589,225 @@ fn cli_plans_gpu_float_and_verifies_the_load() {
         "{table}"
     );
 }
+
+/// The dequantized values of a stored weight, whether burn holds it quantized or in f32.
+fn dequantized(store: &stowage::TensorStore<GpuBackend>, name: &str) -> Vec<f32> {
+    let t = store.float::<2>(name).unwrap();
+    let t = match t.dtype() {
+        burn::tensor::DType::QFloat(_) => t.dequantize(),
+        _ => t,
+    };
+    t.into_data().to_vec::<f32>().unwrap()
+}
+
+/// Equal bit for bit, any NaN matching any NaN (a device may give another NaN payload).
+fn same_bits(a: &[f32], b: &[f32]) -> bool {
+    a.len() == b.len()
+        && a.iter()
+            .zip(b)
+            .all(|(x, y)| x.to_bits() == y.to_bits() || x.is_nan() && y.is_nan())
+}
+
+/// `plan.quantize` at load onto two GPUs: the blocks' linear weights cross as the file stores
+/// them (f32, bf16 — which lavapipe cannot even hold — and f16) and are quantized there by the
+/// kernels; a weight whose rows are not whole groups is quantized on the host instead. Every
+/// weight holds the host rule's numbers bit for bit (edge groups included: zeros, values below
+/// 2⁻¹¹², an infinity, the largest finite value), `verify` proves each on its device, and what
+/// the device-quantized ones take is the planner's figure. The rest is loaded as usual.
+#[test]
+fn quantize_at_load_on_two_gpus_from_the_files_bytes() {
+    use crate::load::{values, write_valued};
+    use stowage::QuantizedWeight;
+    use stowage::planner::Quantize;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("model.safetensors");
+    let mut up = values(1, 24 * 32);
+    up[..8].fill(0.0);
+    up[8..16].fill(1e-36);
+    up[16] = f32::INFINITY;
+    up[40] = -0.0;
+    up[41] = f32::MAX;
+    let t = |n: &str, d, s: &[usize], v: Vec<f32>| (n.to_string(), d, s.to_vec(), v);
+    let src: Vec<Valued> = vec![
+        t(
+            "model.embed_tokens.weight",
+            Dtype::F32,
+            &[10, 32],
+            values(0, 320),
+        ),
+        t(
+            "model.layers.0.mlp.up_proj.weight",
+            Dtype::F32,
+            &[24, 32],
+            up,
+        ),
+        t(
+            "model.layers.0.mlp.down_proj.weight",
+            Dtype::BF16,
+            &[32, 24],
+            values(2, 768),
+        ),
+        t(
+            "model.layers.1.self_attn.q_proj.weight",
+            Dtype::F16,
+            &[16, 32],
+            values(3, 512),
+        ),
+        t(
+            "model.layers.1.self_attn.o_proj.weight",
+            Dtype::F32,
+            &[16, 12],
+            values(4, 192),
+        ),
+        t(
+            "model.layers.1.input_layernorm.weight",
+            Dtype::F32,
+            &[32],
+            values(5, 32),
+        ),
+        t("model.norm.weight", Dtype::F32, &[32], values(6, 32)),
+    ];
+    write_valued(&path, &src);
+    let inv = Inventory::from_spec(s(&path), &InventoryOptions::default()).unwrap();
+    let targets = Targets::<GpuBackend>::wgpu_first(2).unwrap();
+    for quantize in [Quantize::Int8 { group: 8 }, Quantize::Int4 { group: 8 }] {
+        let budgets = Budgets {
+            gpus: (0..2)
+                .map(|index| GpuBudget {
+                    index,
+                    name: format!("wgpu {index}"),
+                    bytes: 1 << 20,
+                    present: false,
+                })
+                .collect(),
+            cpu_bytes: 0,
+            disk_bytes: 0,
+        };
+        let opts = PlanOptions {
+            strategy: Strategy::Balanced,
+            runtime: RuntimeOptions::off(),
+            quantize,
+            ..Default::default()
+        };
+        let plan = stowage::plan(&inv, &budgets, &opts).unwrap();
+        for gpu in [Device::Gpu(0), Device::Gpu(1)] {
+            assert!(plan.tensor_devices.contains(&gpu), "{quantize}: {plan:?}");
+        }
+        let opts = LoadOptions {
+            verify: true,
+            checksums: true,
+            ..Default::default()
+        };
+        let (store, report) =
+            stowage::load_store::<GpuBackend>(&inv, &plan, targets.clone(), &opts).unwrap();
+        assert_eq!(report.verified, src.len(), "{quantize}");
+        let names: Vec<&str> = report.quantized.iter().map(|q| q.tensor.as_str()).collect();
+        assert_eq!(names.len(), 4, "{quantize}: {names:?}");
+        for (name, dtype, shape, v) in &src {
+            let file: Vec<f32> = v.iter().map(|&x| stored(*dtype, x)).collect();
+            let Some(q) = report.quantized.iter().find(|q| q.tensor == *name) else {
+                assert!(!name.contains("proj"), "{name} was not quantized");
+                assert_eq!(values_of(&store, name, shape.len()), file, "{name}");
+                continue;
+            };
+            let (rows, cols) = (shape[0], shape[1]);
+            let host = QuantizedWeight::quantize(&file, rows, cols, quantize).unwrap();
+            let got = dequantized(&store, name);
+            assert!(same_bits(&got, &host.dequantize()), "{quantize} {name}");
+            // Rows of whole groups are quantized on the device, packed as the planner sized.
+            let whole = cols % 8 == 0;
+            assert_eq!(q.on_device, whole, "{quantize} {name}");
+            if whole {
+                assert_eq!(q.bytes, q.planned_bytes, "{quantize} {name}");
+            }
+        }
+        // `--checksums` of a quantized weight sums its dequantized values.
+        let name = "model.layers.1.self_attn.q_proj.weight";
+        let sum: f64 = dequantized(&store, name)
+            .iter()
+            .map(|&x| f64::from(x))
+            .sum();
+        let (_, c) = report.checksums.iter().find(|(n, _)| n == name).unwrap();
+        assert!((c.sum - sum).abs() < 1e-9, "{} vs {sum}", c.sum);
+        // The GPUs hold what was planned, but for the one weight quantized on the host in
+        // smaller blocks (its scales repeated per block) or held in f32.
+        let o_proj = report
+            .quantized
+            .iter()
+            .find(|q| q.tensor.ends_with("o_proj.weight"))
+            .unwrap();
+        let planned: u64 = report.devices.iter().map(|d| d.planned_bytes).sum();
+        let actual: u64 = report.devices.iter().map(|d| d.actual_bytes).sum();
+        assert_eq!(actual - o_proj.bytes, planned - o_proj.planned_bytes);
+    }
+}
+
+/// `stowage load --quantize int4 --verify` on two wgpu devices: every linear weight of the
+/// blocks quantized on its GPU and proved there, the GPUs holding exactly what the plan says;
+/// the table says so too.
+#[test]
+fn cli_quantizes_on_the_gpus_and_verifies() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = llama_valued(2, Dtype::F16);
+    write_sharded_valued(dir.path(), &src, 2);
+    let args = |json: bool| {
+        let mut a = vec![
+            "load",
+            s(dir.path()),
+            "--gpus",
+            "2x1MiB",
+            "--max-memory",
+            "cpu=0",
+            "--max-memory",
+            "disk=0",
+            "--strategy",
+            "balanced",
+            "--max-seq-len",
+            "0",
+            "--gpu-overhead",
+            "0",
+            "--backend",
+            "wgpu",
+            "--quantize",
+            "int4",
+            "--quantize-group",
+            "8",
+            "--verify",
+        ];
+        if json {
+            a.push("--json");
+        }
+        stowage(&a)
+    };
+    let o = args(true);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let linear = src
+        .iter()
+        .filter(|(n, ..)| n.contains("layers.") && n.contains("proj"))
+        .count();
+    let q = v["quantized"].as_array().unwrap();
+    assert_eq!(q.len(), linear, "{q:?}");
+    for t in q {
+        assert_eq!(t["on_device"], true, "{t}");
+        assert_eq!(t["bytes"], t["planned_bytes"], "{t}");
+        assert!(
+            t["held_as"].as_str().unwrap().starts_with("int4, packed"),
+            "{t}"
+        );
+    }
+    assert_eq!(v["verified"], src.len());
+    let devices = v["devices"].as_array().unwrap();
+    for d in devices {
+        assert_eq!(d["planned_bytes"], d["actual_bytes"], "{d}");
+    }
+    let o = args(false);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let table = stdout(&o);
+    assert!(
+        table.contains(&format!(
+            "quantized: {linear} weights on the GPUs ({linear} on the device"
+        )) && table.contains("held as int4, packed in u32 words, an f32 scale per 8 values"),
+        "{table}"
+    );
+}

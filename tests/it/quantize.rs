@@ -129,14 +129,33 @@ fn bad_quantization_options() {
     assert_clean_error(&out, &["--quantize-group needs --quantize"]);
 }
 
+/// Weights are quantized as they go to a GPU: a load with no GPU in its plan quantizes
+/// nothing, says so, and loads as planned (cpu f32).
 #[test]
-fn load_refuses_to_quantize_until_the_loader_can() {
+fn load_quantizes_nothing_without_a_gpu_and_says_so() {
     let dir = tempfile::tempdir().unwrap();
     crate::load::write_valued(
         &crate::fixtures::p(dir.path(), "model.safetensors"),
         &crate::load::llama_valued(1, safetensors::Dtype::F32),
     );
-    let o =
-        crate::fixtures::stowage(&["load", crate::fixtures::s(dir.path()), "--quantize", "int8"]);
-    crate::fixtures::assert_clean_error(&o, &["--quantize int8", "cannot quantize yet"]);
+    let o = crate::fixtures::stowage(&[
+        "load",
+        crate::fixtures::s(dir.path()),
+        "--quantize",
+        "int8",
+        "--device-map",
+        "cpu",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", crate::fixtures::stderr(&o));
+    let err = crate::fixtures::stderr(&o);
+    assert!(
+        err.contains("--quantize int8") && err.contains("nothing is quantized"),
+        "{err}"
+    );
+    let v: serde_json::Value = serde_json::from_str(&crate::fixtures::stdout(&o)).unwrap();
+    assert!(v.get("quantized").is_none(), "{v}");
+    for d in v["devices"].as_array().unwrap() {
+        assert_eq!(d["planned_bytes"], d["actual_bytes"], "{d}");
+    }
 }

@@ -475,6 +475,8 @@ mod gpu {
             assert_eq!(report.quantized.len(), 36);
             for q in &report.quantized {
                 assert_eq!(q.scheme, Some(packed(value)), "{}", q.param);
+                // Groups of 128 along rows of 384 or 1536: the kernels quantize on the GPU.
+                assert!(q.on_device, "{}", q.param);
                 // Packed, the GPU holds exactly what the planner sized.
                 assert_eq!(q.bytes, q.planned_bytes, "{}", q.param);
             }
