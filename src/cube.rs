@@ -118,6 +118,13 @@ pub trait DeviceTransforms: Backend {
         None
     }
 
+    /// The largest single allocation `device` makes, in bytes: a tensor larger than this
+    /// cannot be held there. `None` when there is no such limit to ask (the CPU).
+    fn max_allocation(device: &Self::Device) -> Option<u64> {
+        let _ = device;
+        None
+    }
+
     /// The checksum of a quantized tensor as its device stores it: the checksum of its packed
     /// values' 32-bit words and that of its scales' (f32 bits), folded in that order (see
     /// [`DeviceTransforms`] for how parts fold); `None` when `tensor` is not on a device this
@@ -157,6 +164,8 @@ pub(crate) struct Transforms<B: Backend> {
     pub quantize: QuantizeFn<B>,
     /// [`DeviceTransforms::quantized_checksum`].
     pub quantized_checksum: fn(&QuantizedTensor<B>) -> Ran<u64>,
+    /// [`DeviceTransforms::max_allocation`].
+    pub max_allocation: fn(&B::Device) -> Option<u64>,
 }
 
 impl<B: Backend> Transforms<B> {
@@ -169,6 +178,7 @@ impl<B: Backend> Transforms<B> {
             bool_checksum: |_| None,
             quantize: |_, _, _, _| None,
             quantized_checksum: |_| None,
+            max_allocation: |_| None,
         }
     }
 
@@ -184,6 +194,7 @@ impl<B: Backend> Transforms<B> {
             bool_checksum: B::bool_checksum,
             quantize: B::quantize_on_device,
             quantized_checksum: B::quantized_checksum,
+            max_allocation: B::max_allocation,
         }
     }
 }
@@ -558,6 +569,27 @@ mod gpu {
                 DispatchDevice::Cuda(d) => Some(
                     quantize_cube::<cubecl::cuda::CudaRuntime>(data, source, format, scheme, d)
                         .map(|t| wrap(DispatchTensorKind::Cuda(BackendTensor::Quantized(t)))),
+                ),
+                _ => None,
+            }
+        }
+
+        fn max_allocation(device: &DispatchDevice) -> Option<u64> {
+            use cubecl::Runtime;
+            match device {
+                #[cfg(feature = "wgpu")]
+                DispatchDevice::Wgpu(d) => Some(
+                    cubecl::wgpu::WgpuRuntime::client(d)
+                        .properties()
+                        .memory
+                        .max_page_size,
+                ),
+                #[cfg(feature = "cuda")]
+                DispatchDevice::Cuda(d) => Some(
+                    cubecl::cuda::CudaRuntime::client(d)
+                        .properties()
+                        .memory
+                        .max_page_size,
                 ),
                 _ => None,
             }

@@ -79,6 +79,24 @@ pub enum Error {
         dtype: stowage_planner::DType,
     },
 
+    /// A tensor is larger than the largest single allocation its GPU's runtime makes (wgpu
+    /// limits a buffer to what the adapter can bind: 128 MiB to a few GiB).
+    #[error(
+        "`{path}`: tensor `{tensor}` takes {bytes} bytes on GPU {index}, more than the {max} bytes that device can allocate at once; place it elsewhere (`--device-map '{{\"{tensor}\": \"cpu\", ...}}'`, a smaller GPU budget) or load with CUDA"
+    )]
+    TooLargeForGpu {
+        /// The file.
+        path: PathBuf,
+        /// The tensor.
+        tensor: String,
+        /// The GPU.
+        index: u32,
+        /// Bytes it would take there.
+        bytes: u64,
+        /// The largest allocation the device makes.
+        max: u64,
+    },
+
     /// A kernel run on a GPU while loading a tensor failed (widening or checksumming it).
     #[error("`{path}`: tensor `{tensor}`: {what} it on GPU {index} failed: {source}")]
     Kernel {

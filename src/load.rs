@@ -481,7 +481,8 @@ fn check_gpus<B: Backend>(inventory: &Inventory, plan: &Plan, targets: &Targets<
         if t.tied_to.is_some() {
             continue;
         }
-        let quantized = plan.options.quantize.applies_to(t);
+        let quantize = plan.options.quantize;
+        let quantized = quantize.applies_to(t);
         let Some(gpu) = targets.device(device) else {
             if targets.gpus.is_empty() {
                 return Err(Error::GpuNotCompiled {
@@ -495,6 +496,32 @@ fn check_gpus<B: Backend>(inventory: &Inventory, plan: &Plan, targets: &Targets<
                 backend: "this backend",
             });
         };
+        let path = || match &t.source {
+            TensorSource::File { path, .. } => path.clone(),
+            TensorSource::Config => PathBuf::new(),
+        };
+        // One tensor, one allocation: refuse one larger than the device allocates.
+        let bytes = if quantized {
+            let (rows, cols) = (t.shape[0], t.shape[1]);
+            quantize.bytes(rows, cols).unwrap_or(0)
+        } else if t.dtype == DType::BOOL {
+            t.elems()
+        } else {
+            gpu_dtype::<B>(t, plan, gpu)
+                .bytes_for(t.elems())
+                .unwrap_or(0)
+        };
+        if let Some(max) = (targets.transforms.max_allocation)(gpu)
+            && bytes > max
+        {
+            return Err(Error::TooLargeForGpu {
+                path: path(),
+                tensor: t.name.clone(),
+                index,
+                bytes,
+                max,
+            });
+        }
         // Quantized weights are held as burn's quantized tensors, or dequantized to f32.
         if t.dtype == DType::BOOL || quantized {
             continue;
@@ -503,14 +530,10 @@ fn check_gpus<B: Backend>(inventory: &Inventory, plan: &Plan, targets: &Targets<
         if !seen.insert((index, dtype)) {
             continue;
         }
-        let path = match &t.source {
-            TensorSource::File { path, .. } => path.clone(),
-            TensorSource::Config => PathBuf::new(),
-        };
         let holds = burn_dtype(dtype).is_some_and(|d| B::supports_dtype(gpu, d));
         if !holds {
             return Err(Error::GpuDType {
-                path,
+                path: path(),
                 tensor: t.name.clone(),
                 index,
                 dtype,

@@ -811,3 +811,53 @@ fn cli_quantizes_on_the_gpus_and_verifies() {
         "{table}"
     );
 }
+
+/// A tensor larger than the GPU allocates at once (wgpu binds buffers of limited size) is
+/// refused before anything is read, naming the tensor, its size and the device's limit,
+/// instead of failing on the device's thread. The checkpoint is sparse: nothing is written.
+#[test]
+fn a_tensor_larger_than_the_gpu_allocates_is_refused_before_reading() {
+    use stowage::DeviceTransforms;
+    let targets = Targets::<GpuBackend>::wgpu_first(1).unwrap();
+    let max = GpuBackend::max_allocation(&targets.gpus[0]).expect("wgpu reports its limit");
+    let elems = max / 4 + 1;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("model.safetensors");
+    let header = format!(
+        r#"{{"small.weight":{{"dtype":"F32","shape":[4],"data_offsets":[0,16]}},"big.weight":{{"dtype":"F32","shape":[{elems}],"data_offsets":[16,{}]}}}}"#,
+        16 + 4 * elems
+    );
+    let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+    bytes.extend_from_slice(header.as_bytes());
+    std::fs::write(&path, &bytes).unwrap();
+    let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    file.set_len(bytes.len() as u64 + 16 + 4 * elems).unwrap();
+    let inv = Inventory::from_spec(s(&path), &InventoryOptions::default()).unwrap();
+    let budgets = Budgets {
+        gpus: vec![GpuBudget {
+            index: 0,
+            name: "wgpu 0".into(),
+            bytes: 1 << 50,
+            present: false,
+        }],
+        cpu_bytes: 0,
+        disk_bytes: 0,
+    };
+    let opts = PlanOptions {
+        runtime: RuntimeOptions::off(),
+        ..Default::default()
+    };
+    let plan = stowage::plan(&inv, &budgets, &opts).unwrap();
+    let err = stowage::load_store::<GpuBackend>(&inv, &plan, targets, &LoadOptions::default())
+        .unwrap_err();
+    assert!(
+        matches!(&err, stowage::Error::TooLargeForGpu { tensor, bytes, max: m, .. }
+            if tensor == "big.weight" && *bytes == 4 * elems && *m == max),
+        "{err:?}"
+    );
+    let msg = err.to_string();
+    assert!(
+        msg.contains("big.weight") && msg.contains("can allocate at once"),
+        "{msg}"
+    );
+}
