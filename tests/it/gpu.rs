@@ -13,9 +13,11 @@ use stowage::{
 use crate::fixtures::*;
 use crate::load::{Valued, llama_valued, stored, write_sharded_valued};
 
-fn plan_split(inv: &Inventory, gpu: u64, cpu: u64, dtype: Option<stowage::DType>) -> stowage::Plan {
-    let budgets = Budgets {
-        gpus: (0..2)
+/// Budgets of `gpus` wgpu devices of `gpu` bytes each, `cpu` bytes of RAM and `disk` bytes of
+/// disk: never the machine's own.
+fn budgets(gpus: u32, gpu: u64, cpu: u64, disk: u64) -> Budgets {
+    Budgets {
+        gpus: (0..gpus)
             .map(|index| GpuBudget {
                 index,
                 name: format!("wgpu {index}"),
@@ -24,8 +26,12 @@ fn plan_split(inv: &Inventory, gpu: u64, cpu: u64, dtype: Option<stowage::DType>
             })
             .collect(),
         cpu_bytes: cpu,
-        disk_bytes: 1 << 30,
-    };
+        disk_bytes: disk,
+    }
+}
+
+fn plan_split(inv: &Inventory, gpu: u64, cpu: u64, dtype: Option<stowage::DType>) -> stowage::Plan {
+    let budgets = budgets(2, gpu, cpu, 1 << 30);
     let opts = PlanOptions {
         strategy: Strategy::Sequential,
         dtype,
@@ -305,18 +311,7 @@ fn split_llama_on_two_gpus_cpu_and_disk_computes_what_one_gpu_does() {
 
 /// A plan of `inv` over two GPUs of `gpu` bytes each holding floats as f32, the rest on cpu.
 fn plan_gpu_f32(inv: &Inventory, gpu: u64) -> stowage::Plan {
-    let budgets = Budgets {
-        gpus: (0..2)
-            .map(|index| GpuBudget {
-                index,
-                name: format!("wgpu {index}"),
-                bytes: gpu,
-                present: false,
-            })
-            .collect(),
-        cpu_bytes: 1 << 30,
-        disk_bytes: 1 << 30,
-    };
+    let budgets = budgets(2, gpu, 1 << 30, 1 << 30);
     let opts = PlanOptions {
         strategy: Strategy::Sequential,
         runtime: RuntimeOptions::off(),
@@ -438,16 +433,7 @@ fn verify_passes_for_every_kind_of_gpu_tensor() {
     let inv = Inventory::from_spec(s(&path), &InventoryOptions::default()).unwrap();
     let targets = Targets::<GpuBackend>::wgpu_first(1).unwrap();
     for gpu_float in [stowage::DType::F32, stowage::DType::F16] {
-        let budgets = Budgets {
-            gpus: vec![GpuBudget {
-                index: 0,
-                name: "wgpu 0".into(),
-                bytes: 1 << 20,
-                present: false,
-            }],
-            cpu_bytes: 0,
-            disk_bytes: 0,
-        };
+        let budgets = budgets(1, 1 << 20, 0, 0);
         let opts = PlanOptions {
             runtime: RuntimeOptions::off(),
             gpu_float: Some(gpu_float),
@@ -671,18 +657,7 @@ fn quantize_at_load_on_two_gpus_from_the_files_bytes() {
     let inv = Inventory::from_spec(s(&path), &InventoryOptions::default()).unwrap();
     let targets = Targets::<GpuBackend>::wgpu_first(2).unwrap();
     for quantize in [Quantize::Int8 { group: 8 }, Quantize::Int4 { group: 8 }] {
-        let budgets = Budgets {
-            gpus: (0..2)
-                .map(|index| GpuBudget {
-                    index,
-                    name: format!("wgpu {index}"),
-                    bytes: 1 << 20,
-                    present: false,
-                })
-                .collect(),
-            cpu_bytes: 0,
-            disk_bytes: 0,
-        };
+        let budgets = budgets(2, 1 << 20, 0, 0);
         let opts = PlanOptions {
             strategy: Strategy::Balanced,
             runtime: RuntimeOptions::off(),
@@ -833,16 +808,7 @@ fn a_tensor_larger_than_the_gpu_allocates_is_refused_before_reading() {
     let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
     file.set_len(bytes.len() as u64 + 16 + 4 * elems).unwrap();
     let inv = Inventory::from_spec(s(&path), &InventoryOptions::default()).unwrap();
-    let budgets = Budgets {
-        gpus: vec![GpuBudget {
-            index: 0,
-            name: "wgpu 0".into(),
-            bytes: 1 << 50,
-            present: false,
-        }],
-        cpu_bytes: 0,
-        disk_bytes: 0,
-    };
+    let budgets = budgets(1, 1 << 50, 0, 0);
     let opts = PlanOptions {
         runtime: RuntimeOptions::off(),
         ..Default::default()
