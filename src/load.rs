@@ -745,32 +745,15 @@ fn upload_quantized<B: Backend>(
         }),
         planned_bytes: quantize.bytes(rows as u64, cols as u64).unwrap_or(0),
         on_device,
+        verified: opts.verify,
     };
-    let check =
-        |stored: &StoredTensor<B>, weight: &QuantizedWeight, scheme: Option<QuantScheme>| {
-            if !opts.verify {
-                return Ok(());
-            }
-            match scheme {
-                Some(s) => {
-                    let block = quantized::burn_block(&s).unwrap_or(1);
-                    cube::verify(
-                        stored,
-                        Expected::Quantized { weight, block },
-                        site,
-                        transforms,
-                    )
-                }
-                None => {
-                    let f32s: Vec<u8> = weight
-                        .dequantize()
-                        .iter()
-                        .flat_map(|x| x.to_le_bytes())
-                        .collect();
-                    cube::verify(stored, Expected::Bytes(&f32s), site, transforms)
-                }
-            }
-        };
+    let check = |stored: &StoredTensor<B>, w: &QuantizedWeight, scheme: Option<QuantScheme>| {
+        if opts.verify {
+            verify_quantized(stored, w, scheme, site, transforms)
+        } else {
+            Ok(())
+        }
+    };
     if let (Some(scheme), Some(data)) = (scheme, data)
         && let Some(done) = (transforms.quantize)(data, quantize, scheme, gpu)
     {
@@ -810,4 +793,35 @@ fn upload_quantized<B: Backend>(
         widened: false,
         quantized: Some(quantized),
     })
+}
+
+/// `verify` of a weight quantized at load onto a GPU: its checksum on the device (values and
+/// scales when held quantized in `scheme`, else its f32 values) must equal the host's over
+/// `weight`, the file's weight quantized by the host's rule.
+pub(crate) fn verify_quantized<B: Backend>(
+    stored: &StoredTensor<B>,
+    weight: &QuantizedWeight,
+    scheme: Option<QuantScheme>,
+    site: Site<'_>,
+    transforms: &Transforms<B>,
+) -> Result<()> {
+    match scheme {
+        Some(s) => {
+            let block = quantized::burn_block(&s).unwrap_or(1);
+            cube::verify(
+                stored,
+                Expected::Quantized { weight, block },
+                site,
+                transforms,
+            )
+        }
+        None => {
+            let f32s: Vec<u8> = weight
+                .dequantize()
+                .iter()
+                .flat_map(|x| x.to_le_bytes())
+                .collect();
+            cube::verify(stored, Expected::Bytes(&f32s), site, transforms)
+        }
+    }
 }

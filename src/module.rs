@@ -122,13 +122,13 @@ use stowage_planner::{
 
 use crate::backend::Targets;
 use crate::convert;
-use crate::cube::Transforms;
+use crate::cube::{Site, Transforms};
 use crate::error::{Error, Result};
-use crate::load::{LoadOptions, load_store};
+use crate::load::{LoadOptions, load_store, verify_quantized};
 use crate::quantized::{self, Held, QuantizedParam, QuantizedWeight};
 use crate::rename::Renames;
 use crate::report::LoadReport;
-use crate::store::{DiskTensor, TensorStore};
+use crate::store::{DiskTensor, StoredTensor, TensorStore};
 
 /// How the checkpoint lays out `Linear` weights (see the module docs).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -165,8 +165,10 @@ pub struct ModuleLoadOptions {
     /// quantized there from the checkpoint's bytes by the kernels when the targets carry device
     /// transforms (`GpuBackend`'s GPU targets) and its rows are whole groups of a size burn's
     /// blocks can take (at most 128), else quantized on the host. Every other one is
-    /// dequantized (f32). [`ModuleLoadReport::quantized`] lists them, and where each was
-    /// quantized. `Quantize::None` (the default) quantizes nothing.
+    /// dequantized (f32). With [`LoadOptions::verify`] in [`Self::store`], each one held on a
+    /// GPU is proved there as [`crate::load_store`] proves quantized weights.
+    /// [`ModuleLoadReport::quantized`] lists them, where each was quantized and whether it was
+    /// verified. `Quantize::None` (the default) quantizes nothing.
     pub quantize: Quantize,
 }
 
@@ -321,6 +323,7 @@ pub fn load<B: Backend, M: Module<B>>(
         quantized: Vec::new(),
         transforms,
         gpus,
+        verify: options.store.verify,
         error: None,
     };
     let model = model.map(&mut loader);
@@ -758,6 +761,8 @@ struct Loader<'a, B: Backend> {
     transforms: Transforms<B>,
     /// The targets' GPUs, to name one in errors.
     gpus: Vec<B::Device>,
+    /// Whether to verify quantized weights held on GPUs ([`LoadOptions::verify`]).
+    verify: bool,
     /// The first failure; later parameters are left alone.
     error: Option<Error>,
 }
@@ -830,6 +835,17 @@ impl<B: Backend> Loader<'_, B> {
             dtype: source.dtype,
         };
         let bytes = bytes::Bytes::from(disk.read()?);
+        // The GPU it goes to, if it goes to one: `verify` proves weights there.
+        let gpu = self.gpus.iter().position(|g| g == device).map(|i| i as u32);
+        let site = |index| Site {
+            path,
+            tensor: &source.name,
+            index,
+        };
+        let on_host = || {
+            let values = convert::to_f32(source.dtype, &bytes).ok_or_else(unsupported)?;
+            QuantizedWeight::quantize(&values, rows, cols, self.quantize).ok_or_else(unsupported)
+        };
         // On the device from the file's bytes, where it can hold the format in a scheme the
         // kernels write.
         if hold
@@ -842,30 +858,34 @@ impl<B: Backend> Loader<'_, B> {
                 dtype,
             );
             if let Some(done) = (self.transforms.quantize)(data, self.quantize, scheme, device) {
-                let q = done.map_err(|e| Error::Kernel {
-                    path: path.clone(),
-                    tensor: source.name.clone(),
-                    index: self.gpus.iter().position(|g| g == device).unwrap_or(0) as u32,
-                    what: "quantizing",
-                    source: Box::new(e),
-                })?;
-                let bytes = quantized::held_bytes(&scheme, rows, cols);
+                let q = done.map_err(|e| site(gpu.unwrap_or(0)).kernel("quantizing", e))?;
+                let verified = match gpu {
+                    Some(index) if self.verify => {
+                        let stored = StoredTensor::Float {
+                            tensor: TensorPrimitive::QFloat(q.clone()),
+                            shape: vec![rows, cols],
+                        };
+                        let host = on_host()?;
+                        let (site, transforms) = (site(index), &self.transforms);
+                        verify_quantized(&stored, &host, Some(scheme), site, transforms)?;
+                        true
+                    }
+                    _ => false,
+                };
                 self.quantized.push(QuantizedParam {
                     param: self.stack.join("."),
                     tensor: source.name.clone(),
                     scheme: Some(scheme),
-                    bytes,
+                    bytes: quantized::held_bytes(&scheme, rows, cols),
                     planned_bytes: self.quantize.bytes(rows as u64, cols as u64).unwrap_or(0),
                     on_device: true,
+                    verified,
                 });
                 return Ok(Tensor::from_primitive(TensorPrimitive::QFloat(q)));
             }
         }
-        let values = convert::to_f32(source.dtype, &bytes).ok_or_else(unsupported)?;
+        let weight = on_host()?;
         drop(bytes);
-        let weight = QuantizedWeight::quantize(&values, rows, cols, self.quantize)
-            .ok_or_else(unsupported)?;
-        drop(values);
         let held = if hold {
             weight.to_tensor::<B>(device)
         } else {
@@ -874,12 +894,23 @@ impl<B: Backend> Loader<'_, B> {
                 device,
             ))
         };
-        self.quantized.push(QuantizedParam::new(
-            self.stack.join("."),
-            source.name.clone(),
-            &weight,
-            &held,
-        ));
+        let mut param =
+            QuantizedParam::new(self.stack.join("."), source.name.clone(), &weight, &held);
+        if let Some(index) = gpu
+            && self.verify
+        {
+            let (tensor, scheme) = match &held {
+                Held::Quantized(q, scheme) => (q, Some(*scheme)),
+                Held::Dequantized(f) => (f, None),
+            };
+            let stored = StoredTensor::Float {
+                tensor: tensor.clone().into_primitive(),
+                shape: vec![rows, cols],
+            };
+            verify_quantized(&stored, &weight, scheme, site(index), &self.transforms)?;
+            param.verified = true;
+        }
+        self.quantized.push(param);
         let t = match held {
             Held::Quantized(q, _) => q,
             Held::Dequantized(f) if transpose => f.transpose(),

@@ -455,6 +455,9 @@ pub struct QuantizedParam {
     /// Whether it was quantized on its device from the checkpoint's bytes (stowage-kernels),
     /// rather than on the host.
     pub on_device: bool,
+    /// Whether its checksum on its GPU was found equal to the host's over the file's weight
+    /// quantized by the host's rule ([`LoadOptions::verify`](crate::LoadOptions::verify)).
+    pub verified: bool,
 }
 
 impl QuantizedParam {
@@ -476,6 +479,7 @@ impl QuantizedParam {
             bytes,
             planned_bytes: weight.planned_bytes(),
             on_device: false,
+            verified: false,
         }
     }
 }

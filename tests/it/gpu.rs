@@ -692,6 +692,7 @@ fn quantize_at_load_on_two_gpus_from_the_files_bytes() {
             // Rows of whole groups are quantized on the device, packed as the planner sized.
             let whole = cols % 8 == 0;
             assert_eq!(q.on_device, whole, "{quantize} {name}");
+            assert!(q.verified, "{quantize} {name}");
             if whole {
                 assert_eq!(q.bytes, q.planned_bytes, "{quantize} {name}");
             }

@@ -466,6 +466,10 @@ mod gpu {
             let options = ModuleLoadOptions {
                 renames: model.renames(),
                 quantize,
+                store: stowage::LoadOptions {
+                    verify: true,
+                    ..Default::default()
+                },
                 ..Default::default()
             };
             let plan = gpu_plan(&inv, quantize);
@@ -475,8 +479,9 @@ mod gpu {
             assert_eq!(report.quantized.len(), 36);
             for q in &report.quantized {
                 assert_eq!(q.scheme, Some(packed(value)), "{}", q.param);
-                // Groups of 128 along rows of 384 or 1536: the kernels quantize on the GPU.
-                assert!(q.on_device, "{}", q.param);
+                // Groups of 128 along rows of 384 or 1536: the kernels quantize on the GPU,
+                // and `verify` proves each there.
+                assert!(q.on_device && q.verified, "{}", q.param);
                 // Packed, the GPU holds exactly what the planner sized.
                 assert_eq!(q.bytes, q.planned_bytes, "{}", q.param);
             }
