@@ -95,6 +95,7 @@ use stowage_planner::{Device, Inventory, Plan};
 
 use crate::backend::Targets;
 use crate::error::{Error, Result};
+use crate::load::LoadOptions;
 use crate::models::{Layered, move_to};
 use crate::module::{ModuleLoadOptions, load};
 
@@ -122,6 +123,10 @@ pub struct SplitOptions {
     /// [`UnitRun::seconds`] is the unit's own time. GPU backends otherwise queue work and
     /// the times land on whichever unit first waits.
     pub sync_timings: bool,
+    /// Prove the weights loaded onto GPUs bit-exact as they are loaded (quantized ones
+    /// against the host's rule): [`LoadOptions::verify`](crate::LoadOptions::verify). Blocks
+    /// brought in while running are not re-verified.
+    pub verify: bool,
 }
 
 impl Default for SplitOptions {
@@ -130,6 +135,7 @@ impl Default for SplitOptions {
             mode: OffloadMode::InPlace,
             prefetch: 1,
             sync_timings: true,
+            verify: false,
         }
     }
 }
@@ -186,6 +192,8 @@ pub struct SplitLoadReport {
     pub outer: Device,
     /// Wall time.
     pub seconds: f64,
+    /// Tensors proved bit-exact on their GPU as they were loaded ([`SplitOptions::verify`]).
+    pub verified: usize,
 }
 
 enum Slot<Blk> {
@@ -341,9 +349,14 @@ where
         let opts = ModuleLoadOptions {
             renames: model.renames(),
             quantize: plan.options.quantize,
+            store: LoadOptions {
+                verify: options.verify,
+                ..Default::default()
+            },
             ..Default::default()
         };
         let (mut model, outer_report) = load(model, inventory, &load_plan, targets.clone(), &opts)?;
+        let verified = verified_in(&outer_report);
         let mut report = SplitLoadReport {
             loaded: outer_report.loaded.len(),
             unexpected: outer_report
@@ -355,6 +368,7 @@ where
             blocks: Vec::new(),
             outer,
             seconds: 0.0,
+            verified,
         };
 
         let mut slots = Vec::with_capacity(n);
@@ -363,15 +377,17 @@ where
             let (slot, source) = match d {
                 Device::Disk => (Slot::Disk, UnitSource::Disk),
                 Device::Cpu if exec != Device::Cpu => {
-                    let (block, r) =
-                        load_block(&model, i, &targets.cpu, inventory, &load_plan, &targets)?;
+                    let at = (inventory, &load_plan, &targets);
+                    let (block, r, _) = load_block(&model, i, &targets.cpu, at, false)?;
                     report.loaded += r;
                     (Slot::Host(block), UnitSource::Cpu)
                 }
                 d => {
-                    let (block, r) =
-                        load_block(&model, i, &device_of(d)?, inventory, &load_plan, &targets)?;
+                    let at = (inventory, &load_plan, &targets);
+                    let (block, r, verified) =
+                        load_block(&model, i, &device_of(d)?, at, options.verify)?;
                     report.loaded += r;
+                    report.verified += verified;
                     (Slot::Resident(block, d), UnitSource::Resident)
                 }
             };
@@ -454,15 +470,10 @@ where
                     &exec,
                     self.exec_plan.options.quantize,
                 )),
-                Slot::Disk => Ok(load_block(
-                    &self.model,
-                    i,
-                    &exec,
-                    &self.inventory,
-                    &self.exec_plan,
-                    &self.targets,
-                )?
-                .0),
+                Slot::Disk => {
+                    let at = (&self.inventory, &self.exec_plan, &self.targets);
+                    Ok(load_block(&self.model, i, &exec, at, false)?.0)
+                }
                 Slot::Resident(..) => unreachable!("resident blocks are not fetched"),
             }
         };
@@ -559,19 +570,27 @@ where
     }
 }
 
+/// Tensors a module load proved on their GPU: the store's and the quantized weights'.
+fn verified_in(report: &crate::module::ModuleLoadReport) -> usize {
+    report.store.verified + report.quantized.iter().filter(|q| q.verified).count()
+}
+
 /// Block `i` built lazily on `device` and loaded from the checkpoint as `plan` says; returns
-/// it and how many parameters were loaded.
+/// it, how many parameters were loaded and how many tensors were verified.
 fn load_block<B: Backend, M: Layered<B>>(
     model: &M,
     i: usize,
     device: &B::Device,
-    inventory: &Inventory,
-    plan: &Plan,
-    targets: &Targets<B>,
-) -> Result<(M::Block, usize)> {
+    (inventory, plan, targets): (&Inventory, &Plan, &Targets<B>),
+    verify: bool,
+) -> Result<(M::Block, usize, usize)> {
     let opts = ModuleLoadOptions {
         renames: model.block_renames(i),
         quantize: plan.options.quantize,
+        store: LoadOptions {
+            verify,
+            ..Default::default()
+        },
         ..Default::default()
     };
     let (block, report) = load(
@@ -581,5 +600,5 @@ fn load_block<B: Backend, M: Layered<B>>(
         targets.clone(),
         &opts,
     )?;
-    Ok((block, report.loaded.len()))
+    Ok((block, report.loaded.len(), verified_in(&report)))
 }

@@ -78,6 +78,11 @@ pub struct RunArgs {
     #[arg(long, value_enum, default_value = "auto")]
     backend: BackendArg,
 
+    /// Prove the weights loaded onto GPUs bit-exact (quantized ones against the host's rule),
+    /// as `stowage load --verify` does
+    #[arg(long)]
+    verify: bool,
+
     /// How many output values to print (the first ones)
     #[arg(long, default_value_t = 8, value_name = "N")]
     show: usize,
@@ -85,6 +90,15 @@ pub struct RunArgs {
     /// Print the result as one JSON object, with the full output tensor as nested arrays
     #[arg(long)]
     json: bool,
+}
+
+/// A split model loaded: the model, seconds it took, the device its input goes to, and how
+/// many tensors were verified on their GPU.
+struct LoadedSplit<B: Backend, M: stowage::models::Layered<B>> {
+    split: SplitModel<B, M>,
+    seconds: f64,
+    device: B::Device,
+    verified: usize,
 }
 
 /// What a run computed, for printing.
@@ -96,6 +110,8 @@ struct Ran {
     generated: Option<Vec<u32>>,
     trace: RunTrace,
     load_seconds: f64,
+    /// Tensors proved bit-exact on their GPU at load (`--verify`).
+    verified: usize,
     generate_seconds: Option<f64>,
 }
 
@@ -108,6 +124,7 @@ pub fn run(args: RunArgs, out: Output) -> anyhow::Result<ExitCode> {
         },
         prefetch: args.prefetch,
         sync_timings: true,
+        verify: args.verify,
     };
     let ran = match choose(args.backend, &planned.plan)? {
         Chosen::Cpu => {
@@ -153,8 +170,12 @@ fn run_on<B: Backend>(
                 );
             }
             let cfg = BertConfig::from_model_config(config)?;
-            let (split, load_seconds, device) =
-                load_split(|d| cfg.init::<B>(d), planned, &targets, options)?;
+            let LoadedSplit {
+                split,
+                seconds: load_seconds,
+                device,
+                verified,
+            } = load_split(|d| cfg.init::<B>(d), planned, &targets, options)?;
             let (output, trace) = split.forward(&BertInput::from_ids(&args.ids, &device))?;
             let hidden = output.last_hidden_state;
             Ok(Ran {
@@ -169,13 +190,18 @@ fn run_on<B: Backend>(
                 generated: None,
                 trace,
                 load_seconds,
+                verified,
                 generate_seconds: None,
             })
         }
         "llama" | "mistral" | "qwen2" => {
             let cfg = LlamaConfig::from_model_config(config)?;
-            let (split, load_seconds, device) =
-                load_split(|d| cfg.init::<B>(d), planned, &targets, options)?;
+            let LoadedSplit {
+                split,
+                seconds: load_seconds,
+                device,
+                verified,
+            } = load_split(|d| cfg.init::<B>(d), planned, &targets, options)?;
             let last_logits = |ids: &[u32]| -> anyhow::Result<(Tensor<B, 1>, RunTrace)> {
                 let (logits, trace) = split.forward(&token_ids::<B>(&[ids], &device))?;
                 let [_, seq, vocab] = logits.dims();
@@ -223,6 +249,7 @@ fn run_on<B: Backend>(
                 generated,
                 trace,
                 load_seconds,
+                verified,
                 generate_seconds,
             })
         }
@@ -244,13 +271,13 @@ fn load_split<B: Backend, M>(
     planned: &Planned,
     targets: &Targets<B>,
     options: &SplitOptions,
-) -> anyhow::Result<(SplitModel<B, M>, f64, B::Device)>
+) -> anyhow::Result<LoadedSplit<B, M>>
 where
     M: stowage::models::Layered<B> + Sync,
     M::Block: Send + Sync,
 {
     let started = Instant::now();
-    let (split, _) = SplitModel::<B, M>::load(
+    let (split, report) = SplitModel::<B, M>::load(
         build,
         &planned.inventory,
         &planned.plan,
@@ -261,7 +288,12 @@ where
         .device(split.outer_device())
         .cloned()
         .unwrap_or_else(|| targets.cpu.clone());
-    Ok((split, started.elapsed().as_secs_f64(), device))
+    Ok(LoadedSplit {
+        split,
+        seconds: started.elapsed().as_secs_f64(),
+        device,
+        verified: report.verified,
+    })
 }
 
 /// The index of the largest value (the first of equals), as greedy decoding picks it.
@@ -323,6 +355,7 @@ fn ran_json(spec: &str, r: &Ran) -> Value {
         })).collect::<Vec<_>>(),
         "forward_seconds": r.trace.seconds,
         "load_seconds": r.load_seconds,
+        "verified": r.verified,
         "generate_seconds": r.generate_seconds,
     })
 }
@@ -333,6 +366,13 @@ fn write_ran(w: &mut impl Write, spec: &str, r: &Ran, show: usize) -> std::io::R
         "{spec} ({}): loaded in {:.2} s, forward pass in {:.3} s",
         r.architecture, r.load_seconds, r.trace.seconds
     )?;
+    if r.verified > 0 {
+        writeln!(
+            w,
+            "verified: {} tensors on the GPUs hold exactly the file's values (quantized ones: the host rule's)",
+            r.verified
+        )?;
+    }
     let first: Vec<String> = r
         .values
         .iter()

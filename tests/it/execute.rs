@@ -333,10 +333,13 @@ fn cli_runs_on_two_wgpu_gpus_with_upload() {
         "wgpu",
         "--offload-mode",
         "upload",
+        "--verify",
         "--json",
     ]);
     assert!(o.status.success(), "{}", crate::fixtures::stderr(&o));
     let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    // `--verify` proved what was loaded onto the two GPUs: the embedding and their layers.
+    assert!(v["verified"].as_u64().unwrap() > 1, "{}", v["verified"]);
     let got: Vec<u32> = v["generated"]
         .as_array()
         .unwrap()
