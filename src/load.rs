@@ -737,15 +737,14 @@ fn upload_quantized<B: Backend>(
     let sums = |w: &QuantizedWeight| convert::sums_f32(&w.dequantize());
     let scheme = quantized::holding::<B>(gpu, quantize, cols);
     let param = |scheme: Option<QuantScheme>, on_device| QuantizedParam {
-        param: t.name.clone(),
-        tensor: t.name.clone(),
-        scheme,
-        bytes: scheme.map_or(4 * (rows * cols) as u64, |s| {
-            quantized::held_bytes(&s, rows, cols)
-        }),
-        planned_bytes: quantize.bytes(rows as u64, cols as u64).unwrap_or(0),
-        on_device,
         verified: opts.verify,
+        ..QuantizedParam::new(
+            (t.name.clone(), t.name.clone()),
+            quantize,
+            (rows, cols),
+            scheme,
+            on_device,
+        )
     };
     let check = |stored: &StoredTensor<B>, w: &QuantizedWeight, scheme: Option<QuantScheme>| {
         if opts.verify {

@@ -873,13 +873,14 @@ impl<B: Backend> Loader<'_, B> {
                     _ => false,
                 };
                 self.quantized.push(QuantizedParam {
-                    param: self.stack.join("."),
-                    tensor: source.name.clone(),
-                    scheme: Some(scheme),
-                    bytes: quantized::held_bytes(&scheme, rows, cols),
-                    planned_bytes: self.quantize.bytes(rows as u64, cols as u64).unwrap_or(0),
-                    on_device: true,
                     verified,
+                    ..QuantizedParam::new(
+                        (self.stack.join("."), source.name.clone()),
+                        self.quantize,
+                        (rows, cols),
+                        Some(scheme),
+                        true,
+                    )
                 });
                 return Ok(Tensor::from_primitive(TensorPrimitive::QFloat(q)));
             }
@@ -894,15 +895,15 @@ impl<B: Backend> Loader<'_, B> {
                 device,
             ))
         };
-        let mut param =
-            QuantizedParam::new(self.stack.join("."), source.name.clone(), &weight, &held);
+        let (tensor, scheme) = match &held {
+            Held::Quantized(q, scheme) => (q, Some(*scheme)),
+            Held::Dequantized(f) => (f, None),
+        };
+        let names = (self.stack.join("."), source.name.clone());
+        let mut param = QuantizedParam::new(names, self.quantize, (rows, cols), scheme, false);
         if let Some(index) = gpu
             && self.verify
         {
-            let (tensor, scheme) = match &held {
-                Held::Quantized(q, scheme) => (q, Some(*scheme)),
-                Held::Dequantized(f) => (f, None),
-            };
             let stored = StoredTensor::Float {
                 tensor: tensor.clone().into_primitive(),
                 shape: vec![rows, cols],

@@ -461,24 +461,22 @@ pub struct QuantizedParam {
 }
 
 impl QuantizedParam {
-    pub(crate) fn new<B: Backend>(
-        param: String,
-        tensor: String,
-        weight: &QuantizedWeight,
-        held: &Held<B>,
+    /// A `[rows, cols]` weight quantized to `quantize`, held in `scheme` (`None`: dequantized,
+    /// f32), not yet verified.
+    pub(crate) fn new(
+        (param, tensor): (String, String),
+        quantize: Quantize,
+        (rows, cols): (usize, usize),
+        scheme: Option<QuantScheme>,
+        on_device: bool,
     ) -> Self {
-        let (rows, cols) = (weight.rows, weight.cols);
-        let (scheme, bytes) = match held {
-            Held::Quantized(_, scheme) => (Some(*scheme), held_bytes(scheme, rows, cols)),
-            Held::Dequantized(_) => (None, 4 * (rows * cols) as u64),
-        };
         QuantizedParam {
             param,
             tensor,
             scheme,
-            bytes,
-            planned_bytes: weight.planned_bytes(),
-            on_device: false,
+            bytes: scheme.map_or(4 * (rows * cols) as u64, |s| held_bytes(&s, rows, cols)),
+            planned_bytes: quantize.bytes(rows as u64, cols as u64).unwrap_or(0),
+            on_device,
             verified: false,
         }
     }
