@@ -36,6 +36,86 @@ pub fn to_f32(dtype: DType, bytes: &[u8]) -> Option<Vec<f32>> {
     })
 }
 
+/// Decodes `bytes` of `dtype`, a row-major `[rows, cols]` matrix, into f32 laid out as its
+/// transpose (`[cols, rows]`, row-major), in one pass. `None` if `dtype` is not a float type
+/// stowage reads, or `bytes` does not hold `rows × cols` values.
+///
+/// This is how the CPU holds a `Linear` weight: the checkpoint's `[out, in]` as burn's
+/// `[in, out]`, contiguous, so burn-ndarray's matmul does not re-lay it out at every call.
+pub fn to_f32_transposed(dtype: DType, bytes: &[u8], rows: usize, cols: usize) -> Option<Vec<f32>> {
+    fn run<const N: usize>(
+        bytes: &[u8],
+        rows: usize,
+        cols: usize,
+        f: impl Fn([u8; N]) -> f32 + Sync,
+    ) -> Vec<f32> {
+        transposed(rows, cols, |from, out| {
+            let src = &bytes[from * N..(from + out.len()) * N];
+            for (x, c) in out.iter_mut().zip(src.chunks_exact(N)) {
+                *x = f(c.try_into().expect("chunks_exact yields N bytes"));
+            }
+        })
+    }
+    let size = dtype.bytes_for(1)? as usize;
+    if rows.checked_mul(cols)?.checked_mul(size)? != bytes.len() {
+        return None;
+    }
+    Some(match dtype {
+        DType::F32 => run::<4>(bytes, rows, cols, f32::from_le_bytes),
+        DType::BF16 => run::<2>(bytes, rows, cols, |b| bf16::from_le_bytes(b).to_f32()),
+        DType::F16 => run::<2>(bytes, rows, cols, |b| f16::from_le_bytes(b).to_f32()),
+        DType::F64 => run::<8>(bytes, rows, cols, |b| f64::from_le_bytes(b) as f32),
+        _ => return None,
+    })
+}
+
+/// The transpose of the row-major `[rows, cols]` matrix `values`, row-major (`[cols, rows]`).
+///
+/// # Panics
+///
+/// If `values` does not hold `rows × cols` values.
+pub fn transpose_f32(values: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    assert_eq!(values.len(), rows * cols, "a {rows}x{cols} matrix");
+    transposed(rows, cols, |from, out| {
+        out.copy_from_slice(&values[from..from + out.len()]);
+    })
+}
+
+/// The `[cols, rows]` row-major transpose of a `[rows, cols]` matrix, where
+/// `decode(i, out)` writes the values at flat indices `i..i + out.len()` (within one row) into
+/// `out`.
+fn transposed(rows: usize, cols: usize, decode: impl Fn(usize, &mut [f32]) + Sync) -> Vec<f32> {
+    // Tile by tile, TILE × TILE: a tile's rows are decoded into a small buffer (contiguous
+    // reads), then written out as TILE contiguous runs of the output, one per column. Bands of
+    // TILE output rows (input columns) run in parallel. Measured on a 5632 × 2048 bf16 matrix,
+    // one thread: 1.3x a plain widen, where writing each value straight to its place took 2.5x.
+    const TILE: usize = 64;
+    let mut out = vec![0f32; rows * cols];
+    if rows == 0 || cols == 0 {
+        return out;
+    }
+    out.par_chunks_mut(TILE * rows).enumerate().for_each_init(
+        || vec![0f32; TILE * TILE],
+        |tile, (band, o)| {
+            let c0 = band * TILE;
+            let width = o.len() / rows;
+            for r0 in (0..rows).step_by(TILE) {
+                let height = TILE.min(rows - r0);
+                for k in 0..height {
+                    decode((r0 + k) * cols + c0, &mut tile[k * TILE..k * TILE + width]);
+                }
+                for j in 0..width {
+                    let run = &mut o[j * rows + r0..j * rows + r0 + height];
+                    for (k, x) in run.iter_mut().enumerate() {
+                        *x = tile[k * TILE + j];
+                    }
+                }
+            }
+        },
+    );
+    out
+}
+
 /// Decodes `bytes` of an integer `dtype` into i64. `None` for other types.
 pub fn to_i64(dtype: DType, bytes: &[u8]) -> Option<Vec<i64>> {
     fn run<const N: usize>(bytes: &[u8], f: impl Fn([u8; N]) -> i64 + Sync) -> Vec<i64> {
@@ -143,6 +223,33 @@ mod tests {
         let (s, a) = sums_f32(&values);
         assert_eq!(s, (n as f64 - 1.0) * n as f64 / 2.0);
         assert_eq!(a, s);
+    }
+
+    #[test]
+    fn transposed_decoding() {
+        for (rows, cols) in [(0, 3), (1, 1), (3, 5), (70, 130), (129, 64), (5, 200)] {
+            let values: Vec<f32> = (0..rows * cols).map(|i| i as f32 - 7.5).collect();
+            let want: Vec<f32> = (0..cols)
+                .flat_map(|c| (0..rows).map(move |r| (r * cols + c) as f32 - 7.5))
+                .collect();
+            for dt in [DType::F32, DType::F16, DType::BF16] {
+                let bytes = from_f32(&values, dt).unwrap();
+                let flat = to_f32(dt, &bytes).unwrap();
+                let t = to_f32_transposed(dt, &bytes, rows, cols).unwrap();
+                let expect: Vec<f32> = (0..cols)
+                    .flat_map(|c| (0..rows).map(move |r| (r, c)))
+                    .map(|(r, c)| flat[r * cols + c])
+                    .collect();
+                assert_eq!(t, expect, "{dt} {rows}x{cols}");
+                if dt == DType::F32 {
+                    assert_eq!(t, want);
+                    assert_eq!(transpose_f32(&values, rows, cols), want);
+                }
+            }
+        }
+        let bytes = from_f32(&[1.0, 2.0, 3.0], DType::F32).unwrap();
+        assert!(to_f32_transposed(DType::F32, &bytes, 2, 2).is_none());
+        assert!(to_f32_transposed(DType::I32, &bytes, 3, 1).is_none());
     }
 
     #[test]

@@ -80,6 +80,36 @@ fn loaded_bytes(t: &TensorInfo, device: Device, disk_dtype: DType) -> u64 {
     }
 }
 
+/// How the CPU holds a float tensor that [`crate::load`] puts in a parameter.
+///
+/// burn-ndarray 0.21 copies a tensor held over borrowed bytes (the zero-copy mapped pages) into
+/// fresh memory at every operation, and re-lays out a transposed view (burn's `[in, out]`
+/// `Linear` weight over PyTorch's `[out, in]`) at every matmul, so weights the model computes
+/// with are given their own row-major memory once, at load.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) enum HostLayout {
+    /// As [`load_store`] holds it: an aligned f32 tensor stays the mapped pages (zero copy).
+    #[default]
+    AsStored,
+    /// In its own memory, row-major, the file's pages released once copied.
+    Owned,
+    /// A matrix in its own memory as its transpose (`[cols, rows]`, row-major), held as a
+    /// transposed view with the checkpoint's shape: a parameter that transposes it again (a
+    /// `Linear` weight) is then row-major.
+    Transposed,
+}
+
+impl HostLayout {
+    /// The layout for a tensor two parameters (tied) want differently: its own memory.
+    pub(crate) fn join(self, other: HostLayout) -> HostLayout {
+        if self == other {
+            self
+        } else {
+            HostLayout::Owned
+        }
+    }
+}
+
 /// Loads every tensor of `inventory` where `plan` puts it, onto the CPU backend `B` at
 /// `host` (GPUs need the `cuda` feature, not yet in this build).
 ///
@@ -108,6 +138,19 @@ pub fn load_store<B: Backend>(
     plan: &Plan,
     targets: impl Into<Targets<B>>,
     opts: &LoadOptions,
+) -> Result<(TensorStore<B>, LoadReport)> {
+    load_store_as(inventory, plan, targets, opts, &HashMap::new())
+}
+
+/// [`load_store`], with the CPU's float tensors named in `layouts` held as said there (the
+/// others as [`HostLayout::AsStored`]). Tensors on a GPU or left on disk are as
+/// [`load_store`] gives them; a disk tensor is read in as its layout says.
+pub(crate) fn load_store_as<B: Backend>(
+    inventory: &Inventory,
+    plan: &Plan,
+    targets: impl Into<Targets<B>>,
+    opts: &LoadOptions,
+    layouts: &HashMap<String, HostLayout>,
 ) -> Result<(TensorStore<B>, LoadReport)> {
     if plan.tensor_devices.len() != inventory.tensors.len() {
         return Err(Error::PlanMismatch {
@@ -148,6 +191,11 @@ pub fn load_store<B: Backend>(
     let mut done = 0u64;
     let host = &targets.cpu;
     let mut store = TensorStore::new(host.clone());
+    store.transposed = layouts
+        .iter()
+        .filter(|(_, l)| **l == HostLayout::Transposed)
+        .map(|(n, _)| n.clone())
+        .collect();
     let mut report = LoadReport {
         loaded: 0,
         tied: Vec::new(),
@@ -284,11 +332,33 @@ pub fn load_store<B: Backend>(
                 let bytes = file.slice(*start, *end);
                 if t.dtype.is_float() {
                     let aligned = (bytes.as_ptr() as usize).is_multiple_of(4);
+                    let layout = layouts.get(&t.name).copied().unwrap_or_default();
+                    let transposed = match shape[..] {
+                        [rows, cols] if layout == HostLayout::Transposed => Some((rows, cols)),
+                        _ => None,
+                    };
                     // Tie owners get their own memory: a tied user (a head seen transposed)
                     // then shares it as a view, where over mapped pages it would copy.
-                    let (tensor, sums) = if t.dtype == DType::F32
+                    let (tensor, sums) = if let Some((rows, cols)) = transposed {
+                        // Checksums in the file's order, as every other path takes them.
+                        let sums = match opts.checksums {
+                            true => Some(convert::sums_f32(
+                                &convert::to_f32(t.dtype, bytes).ok_or_else(unsupported)?,
+                            )),
+                            false => None,
+                        };
+                        let values = convert::to_f32_transposed(t.dtype, bytes, rows, cols)
+                            .ok_or_else(unsupported)?;
+                        file.release(*start, *end);
+                        let data = TensorData::new(values, [cols, rows]);
+                        (
+                            B::float_swap_dims(B::float_from_data(data, host), 0, 1),
+                            sums,
+                        )
+                    } else if t.dtype == DType::F32
                         && aligned
                         && !tie_owners.contains(&i)
+                        && layout == HostLayout::AsStored
                     {
                         // Zero copy: burn-ndarray keeps the mapped pages as its storage.
                         let data = TensorData::from_bytes(

@@ -36,9 +36,17 @@
 //!   `[out, in]` tensor itself (a view again) before [`Param::transform_for_load`].
 //!
 //! Either way the parameter ends up `[in, out]` holding the checkpoint's numbers, and both
-//! layouts load the same checkpoint. A Linear weight is the `weight` parameter of a module of
-//! type `Linear` (burn's container name `Struct:Linear`); whether its load mapper transposes
-//! is found by loading a 1×2 probe into a clone of the parameter, which initialises nothing.
+//! layouts load the same checkpoint. On the CPU the view is not kept: burn-ndarray 0.21 would
+//! re-lay it out (a strided copy of the whole weight) at every matmul, so a weight the
+//! parameter sees transposed is read from the file as its transpose, once, into row-major
+//! memory, and the file's pages are released. Other CPU matrices (an embedding) get their own
+//! memory too, since burn-ndarray copies a tensor over mapped pages at every operation;
+//! vectors (norms, biases) stay zero-copy over the mapped pages, where that copy costs next to
+//! nothing. GPU tensors are as [`crate::load_store`] gives them.
+//!
+//! A Linear weight is the `weight` parameter of a module of type `Linear` (burn's container
+//! name `Struct:Linear`); whether its load mapper transposes is found by loading a 1×2 probe
+//! into a clone of the parameter, which initialises nothing.
 //! [`module_tensors`] and mismatch errors give Linear shapes as PyTorch does, `[out, in]`.
 //! Checkpoints written by burn itself (burn-store) hold each weight as its save mapper gives
 //! it; load those with [`WeightLayout::Burn`]. A square weight saved in the other layout
@@ -124,7 +132,7 @@ use crate::backend::Targets;
 use crate::convert;
 use crate::cube::{Site, Transforms};
 use crate::error::{Error, Result};
-use crate::load::{LoadOptions, load_store, verify_quantized};
+use crate::load::{HostLayout, LoadOptions, load_store_as, verify_quantized};
 use crate::quantized::{self, Held, QuantizedParam, QuantizedWeight};
 use crate::rename::Renames;
 use crate::report::LoadReport;
@@ -306,11 +314,13 @@ pub fn load<B: Backend, M: Module<B>>(
 ) -> Result<(M, ModuleLoadReport)> {
     let slots = walk(&model);
     let (check, actions) = match_slots(&slots, inventory, options)?;
+    let layouts = host_layouts(&slots, &actions, inventory);
     let (inventory, plan) = restrict(inventory, plan, &actions)?;
     let targets: Targets<B> = targets.into();
     let transforms = targets.transforms;
     let gpus = targets.gpus.clone();
-    let (store, store_report) = load_store::<B>(&inventory, &plan, targets, &options.store)?;
+    let (store, store_report) =
+        load_store_as::<B>(&inventory, &plan, targets, &options.store, &layouts)?;
 
     let mut loader = Loader {
         store: &store,
@@ -425,6 +435,9 @@ enum Action {
         transpose: bool,
         /// Whether it may be held quantized: a `QuantLinear` weight in PyTorch layout.
         hold: bool,
+        /// Whether the parameter holds it transposed ([`seen_transposed`]): dequantized, it is
+        /// then made as its transpose, so that the parameter is row-major.
+        seen_transposed: bool,
     },
 }
 
@@ -664,6 +677,7 @@ fn match_slots(
                 source: t.clone(),
                 transpose,
                 hold: slot.quant_linear && transpose,
+                seen_transposed: seen_transposed(slot, transpose),
             });
             continue;
         }
@@ -694,6 +708,55 @@ fn match_slots(
         .map(|(t, _)| t.name.clone())
         .collect();
     Ok((check, actions))
+}
+
+/// How the CPU holds each float tensor the actions load ([`HostLayout`]): a vector as
+/// [`crate::load_store`] holds it (zero copy where it can: burn-ndarray copying a norm's weight
+/// at each use costs next to nothing), a matrix or more in its own row-major memory, and a
+/// matrix its parameter sees transposed (a `Linear` weight from PyTorch's `[out, in]`) as its
+/// transpose, so that the parameter is row-major. burn-ndarray would otherwise copy the
+/// mapped pages, or re-lay out the transposed view, at every operation.
+fn host_layouts(
+    slots: &[Slot],
+    actions: &[Action],
+    inventory: &Inventory,
+) -> HashMap<String, HostLayout> {
+    let mut layouts: HashMap<String, HostLayout> = HashMap::new();
+    for (slot, action) in slots.iter().zip(actions) {
+        let Action::Load {
+            storage,
+            dims,
+            transpose,
+            ..
+        } = action
+        else {
+            continue;
+        };
+        if slot.kind != Kind::Float {
+            continue;
+        }
+        let stored = inventory.find(storage).map(|i| &inventory.tensors[i].shape);
+        let as_stored = stored.is_some_and(|s| s.iter().map(|&d| d as usize).eq(dims.clone()));
+        let layout = if dims.len() < 2 {
+            HostLayout::AsStored
+        } else if dims.len() == 2 && as_stored && seen_transposed(slot, *transpose) {
+            HostLayout::Transposed
+        } else {
+            HostLayout::Owned
+        };
+        layouts
+            .entry(storage.clone())
+            .and_modify(|l| *l = l.join(layout))
+            .or_insert(layout);
+    }
+    layouts.retain(|_, l| *l != HostLayout::AsStored);
+    layouts
+}
+
+/// Whether a parameter holds its checkpoint tensor transposed: once, by the loader
+/// (`transpose`) or by its load mapper (a `LinearLayout::Col` weight), not by both.
+fn seen_transposed(slot: &Slot, transpose: bool) -> bool {
+    transpose != (slot.linear == Some(true))
 }
 
 /// The inventory and plan cut down to the tensors the actions load (and the owners of tied
@@ -809,8 +872,7 @@ impl<B: Backend> Loader<'_, B> {
     fn quantized<const D: usize>(
         &mut self,
         source: &TensorInfo,
-        transpose: bool,
-        hold: bool,
+        (transpose, hold, seen_transposed): (bool, bool, bool),
         device: &B::Device,
     ) -> Result<Tensor<B, D>> {
         let TensorSource::File { path, start, end } = &source.source else {
@@ -889,6 +951,13 @@ impl<B: Backend> Loader<'_, B> {
         drop(bytes);
         let held = if hold {
             weight.to_tensor::<B>(device)
+        } else if seen_transposed {
+            // Row-major once the parameter transposes it (see `HostLayout::Transposed`).
+            let values = convert::transpose_f32(&weight.dequantize(), rows, cols);
+            Held::Dequantized(
+                Tensor::<B, 2>::from_data(TensorData::new(values, [cols, rows]), device)
+                    .transpose(),
+            )
         } else {
             Held::Dequantized(Tensor::from_data(
                 TensorData::new(weight.dequantize(), [rows, cols]),
@@ -944,10 +1013,12 @@ impl<B: Backend> ModuleMapper<B> for Loader<'_, B> {
             source,
             transpose,
             hold,
+            seen_transposed,
         }) = action
         {
             let device = param.lazy_device();
-            return match self.quantized::<D>(&source, transpose, hold, &device) {
+            let how = (transpose, hold, seen_transposed);
+            return match self.quantized::<D>(&source, how, &device) {
                 Ok(t) => {
                     let id = param.id;
                     param.transform_for_load(t, id)

@@ -1,7 +1,7 @@
 //! The `state_dict` analogue: every tensor of a checkpoint, loaded by name onto its planned
 //! device, with no model struct needed.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 
@@ -88,6 +88,9 @@ pub struct TensorStore<B: Backend> {
     index: HashMap<String, usize>,
     /// Where disk tensors are brought in.
     host: B::Device,
+    /// Matrices read in from disk as their transpose, held as a transposed view
+    /// ([`crate::load::HostLayout::Transposed`]).
+    pub(crate) transposed: HashSet<String>,
 }
 
 impl<B: Backend> TensorStore<B> {
@@ -96,6 +99,7 @@ impl<B: Backend> TensorStore<B> {
             entries: Vec::new(),
             index: HashMap::new(),
             host,
+            transposed: HashSet::new(),
         }
     }
 
@@ -184,7 +188,18 @@ impl<B: Backend> TensorStore<B> {
                 B::float_reshape(p.clone(), Shape::from(dims.to_vec())),
             ))),
             StoredTensor::Disk(d) => {
-                let values = convert::to_f32(d.dtype, &d.read()?).ok_or_else(wrong)?;
+                let bytes = d.read()?;
+                if let [rows, cols] = dims[..]
+                    && d.shape.as_slice() == dims
+                    && self.transposed.contains(name)
+                {
+                    let values = convert::to_f32_transposed(d.dtype, &bytes, rows, cols)
+                        .ok_or_else(wrong)?;
+                    let data = TensorData::new(values, [cols, rows]);
+                    let t = B::float_swap_dims(B::float_from_data(data, &self.host), 0, 1);
+                    return Ok(Tensor::from_primitive(TensorPrimitive::Float(t)));
+                }
+                let values = convert::to_f32(d.dtype, &bytes).ok_or_else(wrong)?;
                 Ok(Tensor::from_data(
                     TensorData::new(values, dims.to_vec()),
                     &self.host,

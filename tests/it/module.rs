@@ -419,6 +419,69 @@ fn layers_planned_on_disk_are_read_in() {
     }
 }
 
+/// `(own memory, row-major)` of a CPU f32 tensor: not over borrowed (mapped) bytes, and laid
+/// out as burn-ndarray's matmul takes it without copying it into a new layout first.
+fn layout<const D: usize>(t: Tensor<B, D>) -> (bool, bool) {
+    match t.into_primitive() {
+        TensorPrimitive::Float(NdArrayTensor::F32(s)) => {
+            (!s.is_borrowed(), s.view().is_standard_layout())
+        }
+        other => panic!("not an f32 CPU tensor: {other:?}"),
+    }
+}
+
+#[test]
+fn cpu_matrices_are_row_major_in_their_own_memory_and_vectors_stay_zero_copy() {
+    let disk = serde_json::json!({
+        "model.embed": "cpu", "model.layers.0": "disk", "model.layers.1": "disk",
+        "model.norm": "cpu", "model.head": "cpu", "model.scale": "cpu",
+    });
+    for (dtype, map, layout_) in [
+        (Dtype::F32, None, WeightLayout::PyTorch),
+        (Dtype::BF16, None, WeightLayout::PyTorch),
+        (Dtype::F32, Some(disk.clone()), WeightLayout::PyTorch),
+        (Dtype::BF16, Some(disk), WeightLayout::PyTorch),
+        (Dtype::F32, None, WeightLayout::Burn),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = p(dir.path(), "model.safetensors");
+        let hf = hf_tensors();
+        let mut t = hf.clone();
+        if layout_ == WeightLayout::Burn {
+            for (name, rows, cols) in [
+                ("model.layers.0.weight", INTER, HIDDEN),
+                ("model.head.weight", OUT, HIDDEN),
+            ] {
+                let (_, v) = &hf[name];
+                t.insert(name.into(), (vec![cols, rows], transposed(v, rows, cols)));
+            }
+        }
+        write(&path, &t, dtype);
+        let inv = inventory(&path);
+        let plan = plan(&inv, map.clone());
+        let opts = ModuleLoadOptions {
+            layout: layout_,
+            ..options(dir.path())
+        };
+        let (model, _) = stowage::load(net(), &inv, &plan, &DEV, &opts).unwrap();
+        let case = format!("{dtype:?} {} {layout_:?}", map.is_some());
+        // Linear weights (Row and Col layouts, `[in, out]` over `[out, in]`) and the embedding.
+        for (name, w) in [
+            ("layers.0", model.layers[0].weight.val()),
+            ("layers.1", model.layers[1].weight.val()),
+            ("head", model.head.weight.val()),
+            ("embed", model.embed.weight.val()),
+        ] {
+            assert_eq!(layout(w), (true, true), "{name} {case}");
+        }
+        // Vectors stay over the mapped pages where the checkpoint is f32 (zero copy).
+        let gamma = model.norm.gamma.val();
+        assert_eq!(layout(gamma), (dtype == Dtype::BF16, true), "{case}");
+        assert_params(&model, &hf);
+        assert_forward(&model, &hf);
+    }
+}
+
 #[test]
 fn burn_layout_checkpoints_load_as_saved() {
     // As burn-store saves the model: Row weights as [in, out], Col weights as [out, in].
