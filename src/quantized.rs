@@ -530,7 +530,9 @@ impl QuantLinearConfig {
 /// tensor `[out, in]` as the checkpoint stores it, which [`crate::load`] with
 /// [`ModuleLoadOptions::quantize`](crate::ModuleLoadOptions::quantize) gives it and
 /// [`QuantLinear::forward`] dequantizes and transposes (see the module docs for why burn's
-/// `Linear` cannot hold it). With a float weight it computes exactly what burn's `Linear` does.
+/// `Linear` cannot hold it). With a float weight it computes what burn's `Linear` does (to the
+/// bit on burn-ndarray, tested), as one 2-D product over the input's rows, which saves
+/// burn-ndarray a copy of the weight at every forward.
 #[derive(Module, Debug)]
 pub struct QuantLinear<B: Backend> {
     /// `[in, out]` floats, or `[out, in]` quantized.
@@ -548,7 +550,21 @@ impl<B: Backend> QuantLinear<B> {
         } else {
             weight
         };
-        burn::tensor::module::linear(input, weight, self.bias.as_ref().map(|b| b.val()))
+        // One 2-D matmul over the rows, rather than burn's `linear`, which gives the weight a
+        // leading unit dimension first: burn-ndarray 0.21 copies the whole weight for that
+        // reshape (then once more inside its matmul), at every forward. The rows' products
+        // are the same.
+        let dims = input.dims();
+        let d_in = dims[D - 1];
+        let rows: usize = dims[..D - 1].iter().product();
+        let out = input.reshape([rows, d_in]).matmul(weight);
+        let out = match &self.bias {
+            Some(b) => out + b.val().unsqueeze::<2>(),
+            None => out,
+        };
+        let mut out_dims = dims;
+        out_dims[D - 1] = out.dims()[1];
+        out.reshape(out_dims)
     }
 
     /// Whether the weight is held quantized (a lazy weight is not: this initialises nothing).
@@ -626,6 +642,45 @@ mod tests {
         assert_eq!(block_for(8, 24), 8);
         assert_eq!(block_for(32, 100), 4); // the last group of 4 values
         assert_eq!(block_for(128, 0), 0);
+    }
+
+    /// With a float weight, the 2-D product over the rows is burn's `Linear` to the bit on
+    /// burn-ndarray, batched input included.
+    #[test]
+    fn float_forward_is_burns_linear() {
+        use burn::module::Param;
+        use burn_ndarray::{NdArray, NdArrayDevice};
+        type B = NdArray;
+        let device = NdArrayDevice::Cpu;
+        let (d_in, d_out) = (48, 40);
+        let value = |i: usize| ((i * 7919) % 211) as f32 / 97.0 - 1.0;
+        let weight: Vec<f32> = (0..d_in * d_out).map(value).collect();
+        let bias: Vec<f32> = (0..d_out).map(|i| value(i * 13)).collect();
+        let w = Tensor::<B, 2>::from_data(TensorData::new(weight, [d_in, d_out]), &device);
+        let b = Tensor::<B, 1>::from_data(TensorData::new(bias, [d_out]), &device);
+        let burns = burn::nn::Linear {
+            weight: Param::from_tensor(w.clone()),
+            bias: Some(Param::from_tensor(b.clone())),
+        };
+        let ours = QuantLinear {
+            weight: Param::from_tensor(w),
+            bias: Some(Param::from_tensor(b)),
+        };
+        let x: Vec<f32> = (0..3 * 5 * d_in).map(|i| value(i * 31)).collect();
+        let x = Tensor::<B, 3>::from_data(TensorData::new(x, [3, 5, d_in]), &device);
+        let want = burns
+            .forward(x.clone())
+            .into_data()
+            .to_vec::<f32>()
+            .unwrap();
+        let got = ours.forward(x).into_data();
+        assert_eq!(got.shape.to_vec(), [3, 5, d_out]);
+        let got = got.to_vec::<f32>().unwrap();
+        assert!(
+            got.iter()
+                .zip(&want)
+                .all(|(a, b)| a.to_bits() == b.to_bits())
+        );
     }
 
     #[test]
