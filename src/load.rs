@@ -777,13 +777,7 @@ fn upload<B: Backend>(
     Ok(uploaded(stored, sums))
 }
 
-/// Sends a weight the plan quantizes ([`Quantize::applies_to`]) to `gpu`: the file's bytes
-/// as they are, quantized there by the kernels when the device holds the format in a scheme
-/// they write ([`crate::DeviceTransforms::quantize_on_device`]); else quantized on the host
-/// with the same rule and handed to burn, or held dequantized (f32) when the device cannot
-/// hold the format at all ([`crate::quantized`] says when). With `verify`, the device's
-/// checksum of the values and scales it holds must equal the host's over the same weight
-/// quantized from the file's bytes: the device quantized bit for bit as the host does.
+/// Sends a weight the plan quantizes ([`Quantize::applies_to`]) to `gpu` ([`quantize_for`]).
 fn upload_quantized<B: Backend>(
     t: &TensorInfo,
     bytes: &[u8],
@@ -792,75 +786,112 @@ fn upload_quantized<B: Backend>(
     (opts, transforms): (&LoadOptions, &Transforms<B>),
     site: Site<'_>,
 ) -> Result<Uploaded<B>> {
-    let unsupported = || Error::UnsupportedDType {
-        path: site.path.to_path_buf(),
-        tensor: t.name.clone(),
-        dtype: t.dtype,
-    };
     let shape: Vec<usize> = t.shape.iter().map(|&d| d as usize).collect();
     let (rows, cols) = (shape[0], shape[1]);
-    // The host's quantization of the file's weight.
-    let on_host = || {
-        let values = convert::to_f32(t.dtype, bytes).ok_or_else(unsupported)?;
-        QuantizedWeight::quantize(&values, rows, cols, quantize).ok_or_else(unsupported)
-    };
-    let sums = |w: &QuantizedWeight| convert::sums_f32(&w.dequantize());
-    let scheme = quantized::holding::<B>(gpu, quantize, cols);
-    let param = |scheme: Option<QuantScheme>, on_device| QuantizedParam {
-        verified: opts.verify,
+    let done = quantize_for(
+        (bytes, data, t.dtype, rows, cols),
+        (gpu, quantize),
+        (site, opts.verify),
+        transforms,
+        opts.checksums,
+    )?;
+    let quantized = QuantizedParam {
+        verified: done.verified,
         ..QuantizedParam::new(
             (t.name.clone(), t.name.clone()),
             quantize,
             (rows, cols),
-            scheme,
-            on_device,
+            done.held.scheme(),
+            done.on_device,
         )
     };
-    let check = |stored: &StoredTensor<B>, w: &QuantizedWeight, scheme: Option<QuantScheme>| {
-        if opts.verify {
-            verify_quantized(stored, w, scheme, site, transforms)
-        } else {
-            Ok(())
-        }
-    };
-    if let (Some(scheme), Some(data)) = (scheme, data)
-        && let Some(done) = (transforms.quantize)(data, quantize, scheme, gpu)
-    {
-        let tensor = done.map_err(|e| site.kernel("quantizing", e))?;
-        let stored = StoredTensor::Float {
-            tensor: TensorPrimitive::QFloat(tensor),
-            shape,
-        };
-        let host = (opts.verify || opts.checksums).then(on_host).transpose()?;
-        if let Some(w) = &host {
-            check(&stored, w, Some(scheme))?;
-        }
-        let quantized = param(Some(scheme), true);
-        return Ok(Uploaded {
-            stored,
-            sums: host.as_ref().filter(|_| opts.checksums).map(sums),
-            held: quantized.bytes,
-            widened: false,
-            quantized: Some(quantized),
-        });
-    }
-    let weight = on_host()?;
-    let (stored, scheme) = match weight.to_tensor::<B>(gpu) {
-        Held::Quantized(q, scheme) => (q, Some(scheme)),
-        Held::Dequantized(f) => (f, None),
-    };
-    let stored = StoredTensor::Float {
-        tensor: stored.into_primitive(),
-        shape,
-    };
-    check(&stored, &weight, scheme)?;
-    let quantized = param(scheme, false);
+    let sums = opts.checksums.then(|| {
+        let host = done.host.as_ref().expect("asked for");
+        convert::sums_f32(&host.dequantize())
+    });
     Ok(Uploaded {
-        stored,
-        sums: opts.checksums.then(|| sums(&weight)),
+        stored: StoredTensor::Float {
+            tensor: done.held.tensor().clone().into_primitive(),
+            shape,
+        },
+        sums,
         held: quantized.bytes,
         widened: false,
         quantized: Some(quantized),
+    })
+}
+
+/// A weight quantized at load for its device ([`quantize_for`]).
+pub(crate) struct QuantizedForDevice<B: Backend> {
+    /// The tensor: burn's quantized tensor where the device holds the format, else f32.
+    pub held: Held<B>,
+    /// Whether the kernels quantized it on the device (else the host did).
+    pub on_device: bool,
+    /// Whether `verify` proved it on its GPU.
+    pub verified: bool,
+    /// The host rule's quantization of the file's weight, when it was computed: quantized on
+    /// the host, verified, or asked for.
+    pub host: Option<QuantizedWeight>,
+}
+
+/// A `[rows, cols]` weight, `bytes` as the file stores it (`data`: the same bytes for the
+/// device, when it has a burn dtype), quantized to `quantize` for `device`: on the device by
+/// the kernels when it holds the format in a scheme they write
+/// ([`crate::DeviceTransforms::quantize_on_device`]); else on the host with the same rule and
+/// handed to burn, or held dequantized (f32) where the device cannot hold the format at all
+/// ([`crate::quantized`] says when). With `verify` (a GPU), the device's checksum of what it
+/// holds must equal the host's over the same weight quantized from the file's bytes: the
+/// device quantized bit for bit as the host does. `want_host` also keeps the host's weight.
+pub(crate) fn quantize_for<B: Backend>(
+    (bytes, data, dtype, rows, cols): (&[u8], Option<TensorData>, DType, usize, usize),
+    (device, quantize): (&B::Device, Quantize),
+    (site, verify): (Site<'_>, bool),
+    transforms: &Transforms<B>,
+    want_host: bool,
+) -> Result<QuantizedForDevice<B>> {
+    let unsupported = || Error::UnsupportedDType {
+        path: site.path.to_path_buf(),
+        tensor: site.tensor.to_string(),
+        dtype,
+    };
+    let on_host = || {
+        let values = convert::to_f32(dtype, bytes).ok_or_else(unsupported)?;
+        QuantizedWeight::quantize(&values, rows, cols, quantize).ok_or_else(unsupported)
+    };
+    let check = |held: &Held<B>, weight: &QuantizedWeight| {
+        let stored = StoredTensor::Float {
+            tensor: held.tensor().clone().into_primitive(),
+            shape: vec![rows, cols],
+        };
+        verify_quantized(&stored, weight, held.scheme(), site, transforms)
+    };
+    if let Some(scheme) = quantized::holding::<B>(device, quantize, cols)
+        && let Some(data) = data
+        && let Some(done) = (transforms.quantize)(data, quantize, scheme, device)
+    {
+        let q = done.map_err(|e| site.kernel("quantizing", e))?;
+        let held = Held::Quantized(Tensor::from_primitive(TensorPrimitive::QFloat(q)), scheme);
+        let host = (verify || want_host).then(on_host).transpose()?;
+        if verify {
+            check(&held, host.as_ref().expect("computed to verify"))?;
+        }
+        return Ok(QuantizedForDevice {
+            held,
+            on_device: true,
+            verified: verify,
+            host,
+        });
+    }
+    let weight = on_host()?;
+    let held = weight.to_tensor::<B>(device);
+    if verify {
+        check(&held, &weight)?;
+    }
+    Ok(QuantizedForDevice {
+        held,
+        on_device: false,
+        verified: verify,
+        host: Some(weight),
     })
 }
 

@@ -132,8 +132,8 @@ use crate::backend::Targets;
 use crate::convert;
 use crate::cube::{Site, Transforms};
 use crate::error::{Error, Result};
-use crate::load::{HostLayout, LoadOptions, load_store_as, verify_quantized};
-use crate::quantized::{self, Held, QuantizedParam, QuantizedWeight};
+use crate::load::{HostLayout, LoadOptions, load_store_as, quantize_for, verify_quantized};
+use crate::quantized::{Held, QuantizedParam, QuantizedWeight};
 use crate::rename::Renames;
 use crate::report::LoadReport;
 use crate::store::{DiskTensor, StoredTensor, TensorStore};
@@ -899,88 +899,54 @@ impl<B: Backend> Loader<'_, B> {
         let bytes = bytes::Bytes::from(disk.read()?);
         // The GPU it goes to, if it goes to one: `verify` proves weights there.
         let gpu = self.gpus.iter().position(|g| g == device).map(|i| i as u32);
-        let site = |index| Site {
+        let site = Site {
             path,
             tensor: &source.name,
-            index,
+            index: gpu.unwrap_or(0),
         };
-        let on_host = || {
-            let values = convert::to_f32(source.dtype, &bytes).ok_or_else(unsupported)?;
-            QuantizedWeight::quantize(&values, rows, cols, self.quantize).ok_or_else(unsupported)
-        };
-        // On the device from the file's bytes, where it can hold the format in a scheme the
-        // kernels write.
-        if hold
-            && let Some(scheme) = quantized::holding::<B>(device, self.quantize, cols)
-            && let Some(dtype) = crate::load::burn_dtype(source.dtype)
-        {
-            let data = TensorData::from_bytes(
-                burn::tensor::Bytes::from_shared(bytes.clone(), AllocationProperty::Native),
-                [rows, cols],
-                dtype,
-            );
-            if let Some(done) = (self.transforms.quantize)(data, self.quantize, scheme, device) {
-                let q = done.map_err(|e| site(gpu.unwrap_or(0)).kernel("quantizing", e))?;
-                let verified = match gpu {
-                    Some(index) if self.verify => {
-                        let stored = StoredTensor::Float {
-                            tensor: TensorPrimitive::QFloat(q.clone()),
-                            shape: vec![rows, cols],
-                        };
-                        let host = on_host()?;
-                        let (site, transforms) = (site(index), &self.transforms);
-                        verify_quantized(&stored, &host, Some(scheme), site, transforms)?;
-                        true
-                    }
-                    _ => false,
-                };
-                self.quantized.push(QuantizedParam {
-                    verified,
-                    ..QuantizedParam::new(
-                        (self.stack.join("."), source.name.clone()),
-                        self.quantize,
-                        (rows, cols),
-                        Some(scheme),
-                        true,
-                    )
-                });
-                return Ok(Tensor::from_primitive(TensorPrimitive::QFloat(q)));
-            }
-        }
-        let weight = on_host()?;
-        drop(bytes);
-        let held = if hold {
-            weight.to_tensor::<B>(device)
-        } else if seen_transposed {
-            // Row-major once the parameter transposes it (see `HostLayout::Transposed`).
-            let values = convert::transpose_f32(&weight.dequantize(), rows, cols);
-            Held::Dequantized(
-                Tensor::<B, 2>::from_data(TensorData::new(values, [cols, rows]), device)
-                    .transpose(),
-            )
+        let verify = self.verify && gpu.is_some();
+        let (held, on_device, verified) = if hold {
+            // The file's bytes for the device, shared (no copy).
+            let data = crate::load::burn_dtype(source.dtype).map(|dtype| {
+                let shared =
+                    burn::tensor::Bytes::from_shared(bytes.clone(), AllocationProperty::Native);
+                TensorData::from_bytes(shared, [rows, cols], dtype)
+            });
+            let done = quantize_for(
+                (&bytes, data, source.dtype, rows, cols),
+                (device, self.quantize),
+                (site, verify),
+                &self.transforms,
+                false,
+            )?;
+            (done.held, done.on_device, done.verified)
         } else {
-            Held::Dequantized(Tensor::from_data(
-                TensorData::new(weight.dequantize(), [rows, cols]),
-                device,
-            ))
-        };
-        let (tensor, scheme) = match &held {
-            Held::Quantized(q, scheme) => (q, Some(*scheme)),
-            Held::Dequantized(f) => (f, None),
+            let values = convert::to_f32(source.dtype, &bytes).ok_or_else(unsupported)?;
+            drop(bytes);
+            let weight = QuantizedWeight::quantize(&values, rows, cols, self.quantize)
+                .ok_or_else(unsupported)?;
+            drop(values);
+            let f = if seen_transposed {
+                // Row-major once the parameter transposes it (see `HostLayout::Transposed`).
+                let values = convert::transpose_f32(&weight.dequantize(), rows, cols);
+                Tensor::<B, 2>::from_data(TensorData::new(values, [cols, rows]), device).transpose()
+            } else {
+                Tensor::from_data(TensorData::new(weight.dequantize(), [rows, cols]), device)
+            };
+            if verify {
+                let stored = StoredTensor::Float {
+                    tensor: f.clone().into_primitive(),
+                    shape: vec![rows, cols],
+                };
+                verify_quantized(&stored, &weight, None, site, &self.transforms)?;
+            }
+            (Held::Dequantized(f), false, verify)
         };
         let names = (self.stack.join("."), source.name.clone());
-        let mut param = QuantizedParam::new(names, self.quantize, (rows, cols), scheme, false);
-        if let Some(index) = gpu
-            && self.verify
-        {
-            let stored = StoredTensor::Float {
-                tensor: tensor.clone().into_primitive(),
-                shape: vec![rows, cols],
-            };
-            verify_quantized(&stored, &weight, scheme, site(index), &self.transforms)?;
-            param.verified = true;
-        }
-        self.quantized.push(param);
+        self.quantized.push(QuantizedParam {
+            verified,
+            ..QuantizedParam::new(names, self.quantize, (rows, cols), held.scheme(), on_device)
+        });
         let t = match held {
             Held::Quantized(q, _) => q,
             Held::Dequantized(f) if transpose => f.transpose(),

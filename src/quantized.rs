@@ -105,6 +105,23 @@ pub enum Held<B: Backend> {
     Dequantized(Tensor<B, 2>),
 }
 
+impl<B: Backend> Held<B> {
+    /// The tensor, quantized or not.
+    pub fn tensor(&self) -> &Tensor<B, 2> {
+        match self {
+            Held::Quantized(t, _) | Held::Dequantized(t) => t,
+        }
+    }
+
+    /// burn's scheme when held quantized.
+    pub fn scheme(&self) -> Option<QuantScheme> {
+        match self {
+            Held::Quantized(_, s) => Some(*s),
+            Held::Dequantized(_) => None,
+        }
+    }
+}
+
 impl QuantizedWeight {
     /// Quantizes a row-major `[rows, cols]` weight; `None` for [`Quantize::None`] or when
     /// `values` does not hold `rows × cols` values.
