@@ -29,6 +29,10 @@ fn main() {
 }
 
 #[cfg(any(feature = "cuda", feature = "wgpu"))]
+#[path = "common/env.rs"]
+mod env;
+
+#[cfg(any(feature = "cuda", feature = "wgpu"))]
 mod gpu {
     use std::path::Path;
     use std::time::Instant;
@@ -36,23 +40,13 @@ mod gpu {
     use burn::prelude::Backend;
     use burn::tensor::Bytes;
     use cubecl::Runtime;
+
+    use crate::env::{env_or, median};
     use stowage::planner::{GpuBudget, InventoryOptions, Quantize, RuntimeOptions};
     use stowage::{
         Budgets, DType, Device, DispatchDevice, GpuBackend, Inventory, LoadOptions, PlanOptions,
         Strategy, Targets,
     };
-
-    fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-        std::env::var(name)
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(default)
-    }
-
-    fn median(mut v: Vec<f64>) -> f64 {
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    }
 
     /// One GPU: CUDA's first when built with it and a driver sees one, else wgpu's default.
     fn targets() -> (Targets<GpuBackend>, &'static str) {

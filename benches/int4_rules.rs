@@ -510,9 +510,7 @@ fn main() {
     }
     let started = Instant::now();
     let dir = minilm_dir();
-    let inv = Inventory::from_spec(dir.to_str().unwrap(), &InventoryOptions::default())
-        .expect("inventory");
-    let config = BertConfig::from_file(&dir.join("config.json")).expect("config");
+    let (inv, config) = open_minilm();
     let sentences = sentences();
     let hidden = config.hidden_size;
     let base = load(&inv, &config, Quantize::None, stowage::Targets::cpu(DEV));

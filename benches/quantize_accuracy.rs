@@ -24,9 +24,7 @@ mod minilm;
 use std::time::Instant;
 
 use minilm::*;
-use stowage::models::BertConfig;
 use stowage::planner::Quantize;
-use stowage::{Inventory, InventoryOptions};
 
 fn main() {
     // `cargo test --all-targets` runs bench targets without `--bench`: do nothing then.
@@ -34,10 +32,7 @@ fn main() {
         return;
     }
     let started = Instant::now();
-    let dir = minilm_dir();
-    let inv = Inventory::from_spec(dir.to_str().unwrap(), &InventoryOptions::default())
-        .expect("inventory");
-    let config = BertConfig::from_file(&dir.join("config.json")).expect("config");
+    let (inv, config) = open_minilm();
     let sentences = sentences();
     let hidden = config.hidden_size;
 

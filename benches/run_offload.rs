@@ -19,28 +19,20 @@
 //! The table gives each run against both. Results go to stdout as markdown and to
 //! `target/bench/run_offload.json`.
 
+#[path = "common/env.rs"]
+mod env;
+
 use std::io::{Read, Seek, SeekFrom};
 use std::time::Instant;
 
 use burn_ndarray::{NdArray, NdArrayDevice};
+use env::{env_or, median};
 use stowage::models::{LlamaConfig, token_ids};
 use stowage::planner::{InventoryOptions, RuntimeOptions, TensorSource};
 use stowage::{Budgets, DType, Device, Inventory, PlanOptions, SplitModel, SplitOptions};
 
 type B = NdArray;
 const DEV: NdArrayDevice = NdArrayDevice::Cpu;
-
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
 
 fn main() {
     // `cargo test` runs bench targets without `--bench`: do nothing then.

@@ -61,6 +61,15 @@ pub(crate) fn minilm_dir() -> PathBuf {
         })
 }
 
+/// The MiniLM fixture: its inventory and config.
+pub(crate) fn open_minilm() -> (Inventory, BertConfig) {
+    let dir = minilm_dir();
+    let inv = Inventory::from_spec(dir.to_str().unwrap(), &stowage::InventoryOptions::default())
+        .expect("inventory");
+    let config = BertConfig::from_file(&dir.join("config.json")).expect("config");
+    (inv, config)
+}
+
 /// `(input_ids, token_type_ids)` of every sentence.
 pub(crate) fn sentences() -> Vec<(Vec<u32>, Vec<u32>)> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/minilm/reference.json");
