@@ -3,7 +3,7 @@
 //! format (and, for comparison, an asymmetric one), with ablations and mixed int8/int4.
 //!
 //! Run: `cargo bench --bench int4_rules` (about 70 s for all rules at groups 32, 64 and 128 on
-//! the project's 2-core VM). It needs the MiniLM fixture (`scripts/fetch_minilm.sh`, or
+//! the project's 2-core VM). It needs the MiniLM fixture (fetched on first use by `scripts/fetch_minilm.sh`, or
 //! `STOWAGE_MINILM_DIR`) and prints markdown tables.
 //!
 //! Each rule fake-quantizes the 36 linear weights of the 6 layers: the dequantized values,

@@ -3,7 +3,7 @@
 //!
 //! Run: `cargo bench --bench quantize_accuracy` (about a minute on the project's 2-core VM;
 //! `--features wgpu` adds what a wgpu GPU holds). It needs the MiniLM fixture
-//! (`scripts/fetch_minilm.sh`, or `STOWAGE_MINILM_DIR`) and prints a markdown table.
+//! (fetched on first use by `scripts/fetch_minilm.sh`, or `STOWAGE_MINILM_DIR`) and prints a markdown table.
 //!
 //! For each setting — f32, then int8 and int4 in groups of 32, 64 and 128 — it loads the model
 //! onto the CPU with [`ModuleLoadOptions::quantize`], embeds 10 fixed token sequences (the 4 of

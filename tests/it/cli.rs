@@ -196,3 +196,41 @@ fn no_gpu_is_said_plainly() {
         );
     }
 }
+
+/// The README's first command says where its checkpoint went and removes it, unless `--keep`.
+#[test]
+fn demo_says_where_it_wrote_and_removes_it_unless_kept() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = stowage_env(&["demo", "--size", "24MiB"], &[("TMPDIR", tmp.path())]);
+    assert!(out.status.success(), "stderr: {}", stderr(&out));
+    let text = stdout(&out);
+    let removed = text
+        .lines()
+        .find_map(|l| l.strip_prefix("removed "))
+        .unwrap_or_else(|| panic!("no `removed` line in:\n{text}"));
+    let path = removed.split(" (").next().unwrap();
+    assert!(path.starts_with(s(tmp.path())), "{path}");
+    assert!(text.contains(&format!("to {path} in ")), "{text}");
+    assert!(
+        !std::path::Path::new(path).exists(),
+        "{path} is still there"
+    );
+    assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 0);
+
+    let out = stowage_env(
+        &["demo", "--size", "24MiB", "--keep"],
+        &[("TMPDIR", tmp.path())],
+    );
+    assert!(out.status.success(), "stderr: {}", stderr(&out));
+    let text = stdout(&out);
+    let kept = text
+        .lines()
+        .find_map(|l| l.strip_prefix("kept "))
+        .unwrap_or_else(|| panic!("no `kept` line in:\n{text}"));
+    let path = std::path::Path::new(kept.split(" (").next().unwrap());
+    assert!(
+        path.join("model.safetensors.index.json").is_file(),
+        "{}",
+        path.display()
+    );
+}

