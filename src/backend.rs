@@ -163,3 +163,90 @@ impl Targets<GpuBackend> {
         .with_device_transforms())
     }
 }
+
+/// Which burn backend to load onto: what `stowage load --backend` takes; see
+/// [`choose_backend`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BackendChoice {
+    /// CUDA if built with it and the driver sees a GPU, else wgpu if built with it, else the
+    /// CPU; only when the plan uses a GPU.
+    #[default]
+    Auto,
+    /// burn-ndarray on the CPU (a plan that uses a GPU is refused at load).
+    Cpu,
+    /// NVIDIA GPUs through burn-cuda (the `cuda` feature).
+    Cuda,
+    /// GPUs through wgpu: GPU 0 is the default adapter, GPU 1 the CPU adapter (the `wgpu`
+    /// feature).
+    Wgpu,
+}
+
+/// What a [`BackendChoice`] resolved to for a plan.
+#[derive(Debug)]
+pub enum ChosenBackend {
+    /// burn-ndarray only.
+    Cpu,
+    /// burn's Dispatch backend over the CPU and these GPUs.
+    #[cfg(any(feature = "cuda", feature = "wgpu"))]
+    Gpu(Targets<GpuBackend>),
+}
+
+/// How many GPUs `plan` uses (highest index + 1).
+fn gpus_used(plan: &stowage_planner::Plan) -> usize {
+    plan.tensor_devices
+        .iter()
+        .filter_map(|d| match d {
+            stowage_planner::Device::Gpu(i) => Some(*i as usize + 1),
+            _ => None,
+        })
+        .max()
+        .unwrap_or(0)
+}
+
+/// Resolves `choice` for `plan`: [`BackendChoice::Auto`] picks the CPU when the plan uses no
+/// GPU, else CUDA where it works, else wgpu, as built.
+///
+/// # Errors
+///
+/// A backend this build lacks (naming the feature to build with), no CUDA device, more GPUs
+/// than wgpu offers.
+pub fn choose_backend(
+    choice: BackendChoice,
+    plan: &stowage_planner::Plan,
+) -> crate::Result<ChosenBackend> {
+    let gpus = gpus_used(plan);
+    let not_built = |feature: &str| {
+        crate::Error::options(format!(
+            "`--backend {feature}`: stowage was built without the `{feature}` feature; rebuild with `--features {feature}`"
+        ))
+    };
+    match choice {
+        BackendChoice::Cpu => Ok(ChosenBackend::Cpu),
+        BackendChoice::Auto if gpus == 0 => Ok(ChosenBackend::Cpu),
+        BackendChoice::Cuda => {
+            #[cfg(feature = "cuda")]
+            return Ok(ChosenBackend::Gpu(Targets::cuda()?));
+            #[cfg(not(feature = "cuda"))]
+            Err(not_built("cuda"))
+        }
+        BackendChoice::Wgpu => {
+            #[cfg(feature = "wgpu")]
+            return Ok(ChosenBackend::Gpu(Targets::wgpu_first(gpus)?));
+            #[cfg(not(feature = "wgpu"))]
+            Err(not_built("wgpu"))
+        }
+        BackendChoice::Auto => {
+            #[cfg(feature = "cuda")]
+            if let Ok(targets) = Targets::cuda() {
+                return Ok(ChosenBackend::Gpu(targets));
+            }
+            #[cfg(feature = "wgpu")]
+            return Ok(ChosenBackend::Gpu(Targets::wgpu_first(gpus)?));
+            #[cfg(not(feature = "wgpu"))]
+            {
+                let _ = not_built;
+                Ok(ChosenBackend::Cpu)
+            }
+        }
+    }
+}

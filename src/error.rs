@@ -211,6 +211,28 @@ pub enum Error {
         /// The tensor.
         tensor: String,
     },
+
+    /// An option given to [`crate::Pretrained`] cannot be used: a device map that is not valid
+    /// JSON, options that contradict each other, a saved plan that lacks a field, a model
+    /// without the config or architecture a call needs.
+    #[error("{what}")]
+    Options {
+        /// What is wrong, naming the option or file.
+        what: String,
+        /// The underlying error, if any.
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
+
+    /// The planner found no placement for the model.
+    #[error("cannot place `{spec}`")]
+    Place {
+        /// The model, as named.
+        spec: String,
+        /// Why.
+        #[source]
+        source: Box<stowage_planner::Error>,
+    },
 }
 
 /// The facts of [`Error::ShapeMismatch`].
@@ -242,6 +264,25 @@ impl std::fmt::Display for ShapeMismatch {
 }
 
 impl Error {
+    /// An [`Error::Options`] with no underlying error.
+    pub(crate) fn options(what: impl Into<String>) -> Self {
+        Error::Options {
+            what: what.into(),
+            source: None,
+        }
+    }
+
+    /// An [`Error::Options`] caused by `source`.
+    pub(crate) fn options_from(
+        what: impl Into<String>,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        Error::Options {
+            what: what.into(),
+            source: Some(Box::new(source)),
+        }
+    }
+
     pub(crate) fn io(
         action: &'static str,
         path: impl Into<PathBuf>,

@@ -87,7 +87,8 @@
 //! # Ok::<(), stowage::Error>(())
 //! ```
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 use std::time::Instant;
 
 use burn::prelude::*;
@@ -97,7 +98,7 @@ use crate::backend::Targets;
 use crate::error::{Error, Result};
 use crate::load::LoadOptions;
 use crate::models::{Layered, move_to};
-use crate::module::{ModuleLoadOptions, load};
+use crate::module::{ModuleLoadOptions, load_indexed};
 
 /// How blocks placed on `cpu` or `disk` run.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -212,7 +213,11 @@ pub struct SplitModel<B: Backend, M: Layered<B>> {
     planned: Vec<Device>,
     outer: Device,
     exec: Device,
-    inventory: Inventory,
+    /// The model's tensors, shared with the [`crate::Planned`] it was loaded from.
+    inventory: Arc<Inventory>,
+    /// Each tensor's index by name, built once: blocks brought in at each run look their
+    /// tensors up here.
+    index: Arc<HashMap<String, usize>>,
     /// The plan with every offloaded tensor moved to the execution device, for bringing
     /// blocks in.
     exec_plan: Plan,
@@ -256,14 +261,50 @@ where
         targets: impl Into<Targets<B>>,
         options: &SplitOptions,
     ) -> Result<(Self, SplitLoadReport)> {
+        let index = Arc::new(crate::module::name_index(inventory));
+        let inventory = Arc::new(inventory.clone());
+        Self::load_shared(build, inventory, index, plan, targets, options)
+    }
+
+    /// [`SplitModel::load`] from a [`crate::Planned`]: its inventory and name index are
+    /// shared, not copied or rebuilt.
+    ///
+    /// # Errors
+    ///
+    /// Those of [`SplitModel::load`].
+    pub fn load_planned(
+        build: impl Fn(&B::Device) -> M,
+        planned: &crate::Planned,
+        targets: impl Into<Targets<B>>,
+        options: &SplitOptions,
+    ) -> Result<(Self, SplitLoadReport)> {
+        Self::load_shared(
+            build,
+            planned.inventory.clone(),
+            planned.index(),
+            &planned.plan,
+            targets,
+            options,
+        )
+    }
+
+    fn load_shared(
+        build: impl Fn(&B::Device) -> M,
+        inventory: Arc<Inventory>,
+        index: Arc<HashMap<String, usize>>,
+        plan: &Plan,
+        targets: impl Into<Targets<B>>,
+        options: &SplitOptions,
+    ) -> Result<(Self, SplitLoadReport)> {
         let started = Instant::now();
+        let inv: &Inventory = &inventory;
         let targets = targets.into();
-        if plan.tensor_devices.len() != inventory.tensors.len() {
+        if plan.tensor_devices.len() != inv.tensors.len() {
             return Err(Error::PlanMismatch {
                 reason: format!(
                     "the plan places {} tensors, the model has {}",
                     plan.tensor_devices.len(),
-                    inventory.tensors.len()
+                    inv.tensors.len()
                 ),
             });
         }
@@ -282,7 +323,7 @@ where
         let block_of = |name: &str| prefixes.iter().position(|p| name.starts_with(p.as_str()));
         let mut block_devices: Vec<Option<Device>> = vec![None; n];
         let mut outer_devices: Vec<Device> = Vec::new();
-        for (t, &d) in inventory.tensors.iter().zip(&plan.tensor_devices) {
+        for (t, &d) in inv.tensors.iter().zip(&plan.tensor_devices) {
             if t.tied_to.is_some() {
                 continue;
             }
@@ -331,7 +372,7 @@ where
         // execution device (or the CPU for blocks kept in host memory).
         let mut load_plan = plan.clone();
         let mut exec_plan = plan.clone();
-        for (k, t) in inventory.tensors.iter().enumerate() {
+        for (k, t) in inv.tensors.iter().enumerate() {
             let d = plan.tensor_devices[k];
             let (now, later) = match block_of(&t.name) {
                 None => (outer, outer),
@@ -355,7 +396,8 @@ where
             },
             ..Default::default()
         };
-        let (mut model, outer_report) = load(model, inventory, &load_plan, targets.clone(), &opts)?;
+        let (mut model, outer_report) =
+            load_indexed(model, inv, &index, &load_plan, targets.clone(), &opts, true)?;
         let verified = verified_in(&outer_report);
         let mut report = SplitLoadReport {
             loaded: outer_report.loaded.len(),
@@ -377,13 +419,13 @@ where
             let (slot, source) = match d {
                 Device::Disk => (Slot::Disk, UnitSource::Disk),
                 Device::Cpu if exec != Device::Cpu => {
-                    let at = (inventory, &load_plan, &targets);
+                    let at = (inv, &*index, &load_plan, &targets);
                     let (block, r, _) = load_block(&model, i, &targets.cpu, at, false)?;
                     report.loaded += r;
                     (Slot::Host(block), UnitSource::Cpu)
                 }
                 d => {
-                    let at = (inventory, &load_plan, &targets);
+                    let at = (inv, &*index, &load_plan, &targets);
                     let (block, r, verified) =
                         load_block(&model, i, &device_of(d)?, at, options.verify)?;
                     report.loaded += r;
@@ -404,7 +446,8 @@ where
                 planned,
                 outer,
                 exec,
-                inventory: inventory.clone(),
+                inventory,
+                index,
                 exec_plan,
                 targets,
                 options: options.clone(),
@@ -471,7 +514,12 @@ where
                     self.exec_plan.options.quantize,
                 )),
                 Slot::Disk => {
-                    let at = (&self.inventory, &self.exec_plan, &self.targets);
+                    let at = (
+                        &*self.inventory,
+                        &*self.index,
+                        &self.exec_plan,
+                        &self.targets,
+                    );
                     Ok(load_block(&self.model, i, &exec, at, false)?.0)
                 }
                 Slot::Resident(..) => unreachable!("resident blocks are not fetched"),
@@ -581,7 +629,7 @@ fn load_block<B: Backend, M: Layered<B>>(
     model: &M,
     i: usize,
     device: &B::Device,
-    (inventory, plan, targets): (&Inventory, &Plan, &Targets<B>),
+    (inventory, index, plan, targets): (&Inventory, &HashMap<String, usize>, &Plan, &Targets<B>),
     verify: bool,
 ) -> Result<(M::Block, usize, usize)> {
     let opts = ModuleLoadOptions {
@@ -593,12 +641,14 @@ fn load_block<B: Backend, M: Layered<B>>(
         },
         ..Default::default()
     };
-    let (block, report) = load(
+    let (block, report) = load_indexed(
         model.make_block(i, device),
         inventory,
+        index,
         plan,
         targets.clone(),
         &opts,
+        false,
     )?;
     Ok((block, report.loaded.len(), verified_in(&report)))
 }

@@ -23,13 +23,16 @@ mod mmap;
 pub mod models;
 mod module;
 mod offload;
+mod overrides;
+mod pretrained;
 pub mod quantized;
 mod rename;
 mod report;
+pub mod saved;
 mod store;
 pub mod synthetic;
 
-pub use backend::Targets;
+pub use backend::{BackendChoice, ChosenBackend, Targets, choose_backend};
 #[cfg(any(feature = "cuda", feature = "wgpu"))]
 pub use backend::{DispatchDevice, GpuBackend};
 pub use cube::{DeviceTransforms, KernelError};
@@ -42,6 +45,10 @@ pub use memory::Memory;
 pub use module::{
     Mismatch, ModuleCheck, ModuleLoadOptions, ModuleLoadReport, WeightLayout, check_module, load,
     module_tensors,
+};
+pub use pretrained::{
+    AutoModel, DeviceMapSpec, NoteFn, Planned, Pretrained, ProgressFn, default_offload_folder,
+    default_plan_options,
 };
 pub use quantized::{QuantLinear, QuantLinearConfig, QuantizedParam, QuantizedWeight};
 pub use rename::{Rename, Renames};

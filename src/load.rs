@@ -139,18 +139,21 @@ pub fn load_store<B: Backend>(
     targets: impl Into<Targets<B>>,
     opts: &LoadOptions,
 ) -> Result<(TensorStore<B>, LoadReport)> {
-    load_store_as(inventory, plan, targets, opts, &HashMap::new())
+    load_store_as(inventory, plan, targets, opts, &HashMap::new(), None)
 }
 
 /// [`load_store`], with the CPU's float tensors named in `layouts` held as said there (the
 /// others as [`HostLayout::AsStored`]). Tensors on a GPU or left on disk are as
-/// [`load_store`] gives them; a disk tensor is read in as its layout says.
+/// [`load_store`] gives them; a disk tensor is read in as its layout says. With `subset`
+/// (indices into the inventory, each tied tensor's owner among them), only those tensors are
+/// checked and loaded: a module's or a block's, without cutting the inventory down.
 pub(crate) fn load_store_as<B: Backend>(
     inventory: &Inventory,
     plan: &Plan,
     targets: impl Into<Targets<B>>,
     opts: &LoadOptions,
     layouts: &HashMap<String, HostLayout>,
+    subset: Option<&[usize]>,
 ) -> Result<(TensorStore<B>, LoadReport)> {
     if plan.tensor_devices.len() != inventory.tensors.len() {
         return Err(Error::PlanMismatch {
@@ -170,7 +173,15 @@ pub(crate) fn load_store_as<B: Backend>(
     // Every GPU the plan uses must have a device here, able to hold the dtypes planned for
     // it: fail before reading anything.
     let targets = targets.into();
-    check_gpus(inventory, plan, &targets)?;
+    let all: Vec<usize>;
+    let subset: &[usize] = match subset {
+        Some(s) => s,
+        None => {
+            all = (0..inventory.tensors.len()).collect();
+            &all
+        }
+    };
+    check_gpus(inventory, plan, &targets, subset)?;
 
     let mut files: HashMap<PathBuf, MappedFile> = HashMap::new();
     let mut map = |path: &Path| -> Result<MappedFile> {
@@ -182,9 +193,9 @@ pub(crate) fn load_store_as<B: Backend>(
         Ok(f)
     };
 
-    let total: u64 = inventory
-        .tensors
+    let total: u64 = subset
         .iter()
+        .map(|&i| &inventory.tensors[i])
         .filter(|t| t.tied_to.is_none())
         .map(|t| t.stored_bytes())
         .sum();
@@ -214,14 +225,13 @@ pub(crate) fn load_store_as<B: Backend>(
     let mut to_offload: Vec<(usize, OffloadTensor)> = Vec::new();
     let mut slots: Vec<Option<(Device, StoredTensor<B>)>> = vec![None; inventory.tensors.len()];
 
-    let tie_owners: std::collections::HashSet<usize> = inventory
-        .tensors
+    let tie_owners: std::collections::HashSet<usize> = subset
         .iter()
-        .filter_map(|t| inventory.find(t.tied_to.as_deref()?))
+        .filter_map(|&i| inventory.find(inventory.tensors[i].tied_to.as_deref()?))
         .collect();
 
     // Shard by shard, each in offset order: the mapping is read front to back.
-    let mut order: Vec<usize> = (0..inventory.tensors.len()).collect();
+    let mut order: Vec<usize> = subset.to_vec();
     let key = |i: &usize| match &inventory.tensors[*i].source {
         TensorSource::File { path, start, .. } => (Some(path.clone()), *start),
         TensorSource::Config => (None, 0),
@@ -474,7 +484,8 @@ pub(crate) fn load_store_as<B: Backend>(
     }
 
     // Tied tensors share their owner's storage.
-    for (i, t) in inventory.tensors.iter().enumerate() {
+    for &i in subset {
+        let t = &inventory.tensors[i];
         if let Some(owner) = t.tied_to.as_deref() {
             let o = inventory.find(owner).ok_or_else(|| Error::PlanMismatch {
                 reason: format!("`{}` is tied to `{owner}`, which the model lacks", t.name),
@@ -544,9 +555,15 @@ fn gpu_dtype<B: Backend>(t: &TensorInfo, plan: &Plan, gpu: &B::Device) -> DType 
 
 /// Refuses a plan whose GPUs have no device in `targets`, or cannot hold a dtype planned
 /// for them.
-fn check_gpus<B: Backend>(inventory: &Inventory, plan: &Plan, targets: &Targets<B>) -> Result<()> {
+fn check_gpus<B: Backend>(
+    inventory: &Inventory,
+    plan: &Plan,
+    targets: &Targets<B>,
+    subset: &[usize],
+) -> Result<()> {
     let mut seen: std::collections::HashSet<(u32, DType)> = std::collections::HashSet::new();
-    for (t, &device) in inventory.tensors.iter().zip(&plan.tensor_devices) {
+    for &i in subset {
+        let (t, device) = (&inventory.tensors[i], plan.tensor_devices[i]);
         let Device::Gpu(index) = device else { continue };
         if t.tied_to.is_some() {
             continue;

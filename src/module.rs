@@ -115,8 +115,7 @@
 //! # Ok::<(), stowage::Error>(())
 //! ```
 
-use std::borrow::Cow;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
 use burn::prelude::*;
@@ -124,9 +123,7 @@ use burn::tensor::{
     AllocationProperty, Bool, DType as BurnDType, Int, TensorData, TensorPrimitive,
     get_device_settings,
 };
-use stowage_planner::{
-    DType, Inventory, InventoryOptions, Plan, Quantize, TensorInfo, TensorSource,
-};
+use stowage_planner::{DType, Inventory, Plan, Quantize, TensorInfo, TensorSource};
 
 use crate::backend::Targets;
 use crate::convert;
@@ -285,7 +282,18 @@ pub fn check_module<B: Backend, M: Module<B>>(
     options: &ModuleLoadOptions,
 ) -> Result<ModuleCheck> {
     let slots = walk(model);
-    Ok(match_slots(&slots, inventory, options)?.0)
+    Ok(match_slots(&slots, inventory, &name_index(inventory), options, true)?.0)
+}
+
+/// Each tensor's index in `inventory`, by name: built once per model and shared by every load
+/// from it (a split model's blocks look their tensors up here at each run).
+pub(crate) fn name_index(inventory: &Inventory) -> HashMap<String, usize> {
+    inventory
+        .tensors
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.name.clone(), i))
+        .collect()
 }
 
 /// Loads `inventory` where `plan` puts it and moves every tensor into its parameter of
@@ -312,15 +320,44 @@ pub fn load<B: Backend, M: Module<B>>(
     targets: impl Into<Targets<B>>,
     options: &ModuleLoadOptions,
 ) -> Result<(M, ModuleLoadReport)> {
+    load_indexed(
+        model,
+        inventory,
+        &name_index(inventory),
+        plan,
+        targets,
+        options,
+        true,
+    )
+}
+
+/// [`load`] with the inventory's [`name_index`] given. `unexpected` says whether to list the
+/// checkpoint tensors no parameter uses (a block of a split model skips it: every tensor
+/// outside the block would be listed).
+pub(crate) fn load_indexed<B: Backend, M: Module<B>>(
+    model: M,
+    inventory: &Inventory,
+    index: &HashMap<String, usize>,
+    plan: &Plan,
+    targets: impl Into<Targets<B>>,
+    options: &ModuleLoadOptions,
+    unexpected: bool,
+) -> Result<(M, ModuleLoadReport)> {
     let slots = walk(&model);
-    let (check, actions) = match_slots(&slots, inventory, options)?;
+    let (check, actions) = match_slots(&slots, inventory, index, options, unexpected)?;
     let layouts = host_layouts(&slots, &actions, inventory);
-    let (inventory, plan) = restrict(inventory, plan, &actions)?;
+    let subset = subset(inventory, index, &actions);
     let targets: Targets<B> = targets.into();
     let transforms = targets.transforms;
     let gpus = targets.gpus.clone();
-    let (store, store_report) =
-        load_store_as::<B>(&inventory, &plan, targets, &options.store, &layouts)?;
+    let (store, store_report) = load_store_as::<B>(
+        inventory,
+        plan,
+        targets,
+        &options.store,
+        &layouts,
+        subset.as_deref(),
+    )?;
 
     let mut loader = Loader {
         store: &store,
@@ -588,14 +625,10 @@ fn file_of(t: &TensorInfo) -> String {
 fn match_slots(
     slots: &[Slot],
     inventory: &Inventory,
+    index: &HashMap<String, usize>,
     options: &ModuleLoadOptions,
+    unexpected: bool,
 ) -> Result<(ModuleCheck, Vec<Action>)> {
-    let index: HashMap<&str, usize> = inventory
-        .tensors
-        .iter()
-        .enumerate()
-        .map(|(i, t)| (t.name.as_str(), i))
-        .collect();
     let mut check = ModuleCheck::default();
     let mut actions = Vec::with_capacity(slots.len());
     let mut used = vec![false; inventory.tensors.len()];
@@ -700,13 +733,15 @@ fn match_slots(
             transpose,
         });
     }
-    check.unexpected = inventory
-        .tensors
-        .iter()
-        .zip(&used)
-        .filter(|(t, used)| !**used && t.tied_to.is_none())
-        .map(|(t, _)| t.name.clone())
-        .collect();
+    if unexpected {
+        check.unexpected = inventory
+            .tensors
+            .iter()
+            .zip(&used)
+            .filter(|(t, used)| !**used && t.tied_to.is_none())
+            .map(|(t, _)| t.name.clone())
+            .collect();
+    }
     Ok((check, actions))
 }
 
@@ -759,51 +794,26 @@ fn seen_transposed(slot: &Slot, transpose: bool) -> bool {
     transpose != (slot.linear == Some(true))
 }
 
-/// The inventory and plan cut down to the tensors the actions load (and the owners of tied
-/// ones), so unused tensors are not read.
-fn restrict<'a>(
-    inventory: &'a Inventory,
-    plan: &'a Plan,
+/// The indices of the tensors the actions load (and the owners of tied ones), in inventory
+/// order, so unused tensors are not read; `None` when that is every tensor.
+fn subset(
+    inventory: &Inventory,
+    index: &HashMap<String, usize>,
     actions: &[Action],
-) -> Result<(Cow<'a, Inventory>, Cow<'a, Plan>)> {
-    let mut keep: HashSet<&str> = HashSet::new();
+) -> Option<Vec<usize>> {
+    let mut keep: Vec<usize> = Vec::new();
     for a in actions {
         if let Action::Load {
             tensor, storage, ..
         } = a
         {
-            keep.insert(tensor);
-            keep.insert(storage);
+            keep.extend(index.get(tensor.as_str()));
+            keep.extend(index.get(storage.as_str()));
         }
     }
-    // A plan of another inventory is load_store's to reject.
-    if keep.len() == inventory.tensors.len() || plan.tensor_devices.len() != inventory.tensors.len()
-    {
-        return Ok((Cow::Borrowed(inventory), Cow::Borrowed(plan)));
-    }
-    let devices: HashMap<&str, _> = inventory
-        .tensors
-        .iter()
-        .zip(&plan.tensor_devices)
-        .map(|(t, d)| (t.name.as_str(), *d))
-        .collect();
-    let tensors: Vec<TensorInfo> = inventory
-        .tensors
-        .iter()
-        .filter(|t| keep.contains(t.name.as_str()))
-        .cloned()
-        .collect();
-    let mut sub = Inventory::from_tensors(tensors, None, &InventoryOptions::default())?;
-    sub.files = inventory.files.clone();
-    sub.fingerprints = inventory.fingerprints.clone();
-    sub.auto_dtype = inventory.auto_dtype;
-    let mut sub_plan = plan.clone();
-    sub_plan.tensor_devices = sub
-        .tensors
-        .iter()
-        .map(|t| devices[t.name.as_str()])
-        .collect();
-    Ok((Cow::Owned(sub), Cow::Owned(sub_plan)))
+    keep.sort_unstable();
+    keep.dedup();
+    (keep.len() != inventory.tensors.len()).then_some(keep)
 }
 
 /// Fills parameters from the store, visiting them in the order [`walk`] did.

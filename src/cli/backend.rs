@@ -1,7 +1,7 @@
-//! `--backend`: which burn backend a command loads onto.
+//! `--backend`: which burn backend a command loads onto ([`stowage::choose_backend`]).
 
 use clap::ValueEnum;
-use stowage::{Device, Plan};
+use stowage::BackendChoice;
 
 /// The burn backend to load onto.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -18,62 +18,13 @@ pub enum BackendArg {
     Wgpu,
 }
 
-/// What `--backend` resolved to for a plan.
-pub enum Chosen {
-    /// burn-ndarray only.
-    Cpu,
-    /// burn's Dispatch backend over the CPU and these GPUs.
-    #[cfg(any(feature = "cuda", feature = "wgpu"))]
-    Gpu(stowage::Targets<stowage::GpuBackend>),
-}
-
-/// How many GPUs `plan` uses (highest index + 1).
-fn gpus_used(plan: &Plan) -> usize {
-    plan.tensor_devices
-        .iter()
-        .filter_map(|d| match d {
-            Device::Gpu(i) => Some(*i as usize + 1),
-            _ => None,
-        })
-        .max()
-        .unwrap_or(0)
-}
-
-/// Resolves `arg` for `plan`.
-pub fn choose(arg: BackendArg, plan: &Plan) -> anyhow::Result<Chosen> {
-    let gpus = gpus_used(plan);
-    let not_built = |feature: &str| {
-        anyhow::anyhow!(
-            "`--backend {feature}`: stowage was built without the `{feature}` feature; rebuild with `--features {feature}`"
-        )
-    };
-    match arg {
-        BackendArg::Cpu => Ok(Chosen::Cpu),
-        BackendArg::Auto if gpus == 0 => Ok(Chosen::Cpu),
-        BackendArg::Cuda => {
-            #[cfg(feature = "cuda")]
-            return Ok(Chosen::Gpu(stowage::Targets::cuda()?));
-            #[cfg(not(feature = "cuda"))]
-            Err(not_built("cuda"))
-        }
-        BackendArg::Wgpu => {
-            #[cfg(feature = "wgpu")]
-            return Ok(Chosen::Gpu(stowage::Targets::wgpu_first(gpus)?));
-            #[cfg(not(feature = "wgpu"))]
-            Err(not_built("wgpu"))
-        }
-        BackendArg::Auto => {
-            #[cfg(feature = "cuda")]
-            if let Ok(targets) = stowage::Targets::cuda() {
-                return Ok(Chosen::Gpu(targets));
-            }
-            #[cfg(feature = "wgpu")]
-            return Ok(Chosen::Gpu(stowage::Targets::wgpu_first(gpus)?));
-            #[cfg(not(feature = "wgpu"))]
-            {
-                let _ = not_built;
-                Ok(Chosen::Cpu)
-            }
+impl From<BackendArg> for BackendChoice {
+    fn from(a: BackendArg) -> Self {
+        match a {
+            BackendArg::Auto => BackendChoice::Auto,
+            BackendArg::Cpu => BackendChoice::Cpu,
+            BackendArg::Cuda => BackendChoice::Cuda,
+            BackendArg::Wgpu => BackendChoice::Wgpu,
         }
     }
 }

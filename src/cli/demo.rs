@@ -10,7 +10,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Args;
 use stowage::planner::InventoryOptions;
-use stowage::{BudgetOverrides, DType, Device, Inventory, LoadOptions, PlanOptions, format_bytes};
+use stowage::{DType, Device, Inventory, Pretrained, format_bytes};
 
 use super::Output;
 
@@ -71,36 +71,22 @@ pub fn run(args: DemoArgs, out: Output) -> anyhow::Result<ExitCode> {
         Some(c) => stowage::parse_size(c)?,
         None => model_bytes,
     };
-    let offload_folder = dir.join("offload");
-    let overrides = BudgetOverrides {
-        gpus: Some(Vec::new()),
-        max_memory: vec![(Device::Cpu, cpu)],
-    };
-    let budgets = stowage::probe(&offload_folder).budgets(&overrides)?;
-    let options = PlanOptions {
-        cpu_float: Some(DType::F32),
-        ..PlanOptions::default()
-    };
-    let plan = stowage::plan(&inventory, &budgets, &options)?;
+    let planned = Pretrained::new(&dir)
+        .gpus(&[])
+        .max_memory(Device::Cpu, cpu)
+        .offload_folder(dir.join("offload"))
+        .plan()?;
     writeln!(stdout)?;
     super::table::write_plan(
         &mut stdout,
         &dir.display().to_string(),
-        &inventory,
-        &plan,
+        &planned.inventory,
+        &planned.plan,
         out.color,
     )?;
 
-    let opts = LoadOptions {
-        offload_folder,
-        ..LoadOptions::default()
-    };
-    let (store, report) = stowage::load_store::<burn_ndarray::NdArray>(
-        &inventory,
-        &plan,
-        &burn_ndarray::NdArrayDevice::Cpu,
-        &opts,
-    )?;
+    let (store, report) =
+        planned.load_store::<burn_ndarray::NdArray>(&burn_ndarray::NdArrayDevice::Cpu)?;
     writeln!(stdout)?;
     super::load::write_report(&mut stdout, &dir.display().to_string(), &report)?;
     let on_cpu = report

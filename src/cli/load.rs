@@ -7,11 +7,11 @@ use burn_ndarray::{NdArray, NdArrayDevice};
 use clap::Args;
 use comfy_table::{Cell, CellAlignment, Table, presets::UTF8_FULL_CONDENSED};
 use serde_json::{Map, Value, json};
-use stowage::{LoadOptions, LoadReport, format_bytes};
+use stowage::{ChosenBackend, LoadReport, format_bytes};
 
 use super::Output;
-use super::backend::{BackendArg, Chosen, choose};
-use super::plan::{PlanInputs, make_plan};
+use super::backend::BackendArg;
+use super::plan::PlanInputs;
 
 const LOAD_HELP: &str = "\
 Plans MODEL exactly as `stowage plan` does (same options, or --plan plan.json), then loads every
@@ -64,32 +64,10 @@ pub struct LoadArgs {
 }
 
 pub fn run(args: LoadArgs, out: Output) -> anyhow::Result<ExitCode> {
-    let planned = make_plan(&args.inputs, out)?;
-    let quantize = planned.plan.options.quantize;
-    let quantized_on_gpus = planned
-        .inventory
-        .tensors
-        .iter()
-        .zip(&planned.plan.tensor_devices)
-        .any(|(t, d)| matches!(d, stowage::Device::Gpu(_)) && quantize.applies_to(t));
-    if !quantize.is_none() && !quantized_on_gpus && !out.quiet {
-        eprintln!(
-            "note: --quantize {quantize}: no weight it applies to is on a GPU in this plan; weights are \
-             quantized as they go to a GPU (cpu keeps f32, disk the checkpoint's bytes), so nothing \
-             is quantized"
-        );
-    }
-    let total: u64 = planned
-        .inventory
-        .tensors
-        .iter()
-        .filter(|t| t.tied_to.is_none())
-        .map(|t| t.stored_bytes())
-        .sum();
     let bar = if out.quiet || args.json || !std::io::stderr().is_terminal() {
         indicatif::ProgressBar::hidden()
     } else {
-        indicatif::ProgressBar::new(total).with_style(
+        indicatif::ProgressBar::new(0).with_style(
             indicatif::ProgressStyle::with_template(
                 "{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
             )
@@ -97,32 +75,24 @@ pub fn run(args: LoadArgs, out: Output) -> anyhow::Result<ExitCode> {
         )
     };
     let progress_bar = bar.clone();
-    let opts = LoadOptions {
-        offload_folder: planned.offload_folder.clone(),
-        checksums: args.checksums,
-        verify: args.verify,
-        progress: Some(Box::new(move |done, _| progress_bar.set_position(done))),
-    };
-    let report = match choose(args.backend, &planned.plan)? {
-        Chosen::Cpu => {
-            stowage::load_store::<NdArray>(
-                &planned.inventory,
-                &planned.plan,
-                &NdArrayDevice::Cpu,
-                &opts,
-            )?
-            .1
-        }
+    let planned = args
+        .inputs
+        .builder(out)
+        .checksums(args.checksums)
+        .verify(args.verify)
+        .progress(move |done, total| {
+            progress_bar.set_length(total);
+            progress_bar.set_position(done);
+        })
+        .plan()?;
+    if let Some(note) = planned.quantize_note() {
+        out.note(&note);
+    }
+    bar.set_length(planned.checkpoint_bytes());
+    let report = match stowage::choose_backend(args.backend.into(), &planned.plan)? {
+        ChosenBackend::Cpu => planned.load_store::<NdArray>(&NdArrayDevice::Cpu)?.1,
         #[cfg(any(feature = "cuda", feature = "wgpu"))]
-        Chosen::Gpu(targets) => {
-            stowage::load_store::<stowage::GpuBackend>(
-                &planned.inventory,
-                &planned.plan,
-                targets,
-                &opts,
-            )?
-            .1
-        }
+        ChosenBackend::Gpu(targets) => planned.load_store::<stowage::GpuBackend>(targets)?.1,
     };
     bar.finish_and_clear();
     let mut stdout = std::io::stdout().lock();

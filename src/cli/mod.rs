@@ -6,7 +6,6 @@ mod diff;
 mod load;
 mod plan;
 mod run;
-mod saved;
 mod table;
 
 use std::process::ExitCode;

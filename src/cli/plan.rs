@@ -6,16 +6,10 @@ use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use clap::{Args, Parser, ValueEnum};
-use serde_json::Value;
-use stowage::builtin;
-use stowage::planner::{InventoryOptions, Quantize, RuntimeOptions, SourceOptions};
-use stowage::{
-    BudgetOverrides, Budgets, Compat, DType, Device, DeviceMap, Inventory, OffloadOrder,
-    PlanOptions, Strategy,
-};
+use stowage::planner::Quantize;
+use stowage::{Compat, DType, DeviceMapSpec, OffloadOrder, Planned, Pretrained};
 
 use super::Output;
-use super::saved::{budgets_from_json, options_from_json};
 
 const PLAN_HELP: &str = "\
 MODEL is one of:
@@ -241,20 +235,6 @@ struct DiffArgs {
     args: PlanInputs,
 }
 
-/// A plan with everything needed to print or load it.
-pub struct Planned {
-    /// What the user named.
-    pub spec: String,
-    /// The model.
-    pub inventory: Inventory,
-    /// Where everything goes.
-    pub plan: stowage::Plan,
-    /// The budgets it was made for.
-    pub budgets: Budgets,
-    /// The offload folder.
-    pub offload_folder: PathBuf,
-}
-
 pub fn run(args: PlanArgs, out: Output) -> anyhow::Result<ExitCode> {
     let base = make_plan(&args.inputs, out)?;
     let mut stdout = std::io::stdout().lock();
@@ -266,11 +246,13 @@ pub fn run(args: PlanArgs, out: Output) -> anyhow::Result<ExitCode> {
             &args.inputs.merged_with(diff.args),
             Output { quiet: true, ..out },
         )?;
-        let a = super::table::plan_json(&base.spec, &base.inventory, &base.plan, &base.budgets);
-        let b = super::table::plan_json(&other.spec, &other.inventory, &other.plan, &other.budgets);
+        let a = stowage::saved::plan_json(&base.spec, &base.inventory, &base.plan, &base.budgets);
+        let b =
+            stowage::saved::plan_json(&other.spec, &other.inventory, &other.plan, &other.budgets);
         super::diff::write_diff(&mut stdout, &a, &b, args.json)?;
     } else if args.json {
-        let value = super::table::plan_json(&base.spec, &base.inventory, &base.plan, &base.budgets);
+        let value =
+            stowage::saved::plan_json(&base.spec, &base.inventory, &base.plan, &base.budgets);
         serde_json::to_writer_pretty(&mut stdout, &value)?;
         writeln!(stdout)?;
     } else {
@@ -321,185 +303,99 @@ impl PlanInputs {
     }
 }
 
+/// Plans as the flags say: each flag given becomes one [`Pretrained`] call, the notes go to
+/// stderr.
 pub fn make_plan(args: &PlanInputs, out: Output) -> anyhow::Result<Planned> {
-    // A saved plan supplies the model, budgets and options it was made with.
-    let (map, saved) = match &args.device_map {
-        Some(spec) => read_device_map(spec)?,
-        None => (None, None),
-    };
-    let saved_str = |k: &str| {
-        saved
-            .as_ref()
-            .and_then(|s| s.get(k))
-            .and_then(Value::as_str)
-    };
-    let spec = args
-        .model
-        .clone()
-        .or_else(|| saved_str("model").map(str::to_string))
-        .unwrap_or_else(|| format!("{}{}", builtin::PREFIX, builtin::DEFAULT));
-    let opts = InventoryOptions {
-        source: SourceOptions {
-            revision: args.revision.clone(),
-            subfolder: args.subfolder.clone(),
-            variant: args.variant.clone(),
-        },
-        no_split: args.no_split.clone(),
-        ..InventoryOptions::default()
-    };
-    let inventory = load_inventory(&spec, &opts)?;
-    tracing::info!("{}", inventory.describe());
-
-    let mut overrides = BudgetOverrides::default();
-    if let Some(gpus) = &args.gpus {
-        overrides.gpus = Some(stowage::parse_gpus(gpus)?);
-    }
-    for m in &args.max_memory {
-        overrides.max_memory.extend(stowage::parse_max_memory(m)?);
-    }
-    let budgets = match saved.as_ref().and_then(|s| s.get("budgets")) {
-        Some(b) => {
-            let b = budgets_from_json(b)?;
-            let b = match &overrides.gpus {
-                Some(sizes) => b.with_planned_gpus(sizes),
-                None => b,
-            };
-            b.with_max_memory(&overrides.max_memory)
-        }
-        None => {
-            let folder = args
-                .offload_folder
-                .clone()
-                .unwrap_or_else(|| std::env::temp_dir().join("stowage-offload"));
-            let probe = stowage::probe(&folder);
-            if overrides.gpus.is_none()
-                && !overrides.max_memory.iter().any(|(d, _)| d.is_gpu())
-                && let Some(note) = &probe.gpu_note
-            {
-                out.note(note);
-            }
-            probe.budgets(&overrides)?
-        }
-    };
-
-    let mut options = match saved.as_ref().and_then(|s| s.get("options")) {
-        Some(o) => options_from_json(o)?,
-        // Stowage's CPU backend (burn-ndarray) stores floats as f32: size cpu for that.
-        None => PlanOptions {
-            cpu_float: Some(DType::F32),
-            ..PlanOptions::default()
-        },
-    };
-    if let Some(s) = args.strategy {
-        options.strategy = match s {
-            StrategyArg::Auto | StrategyArg::Balanced => Strategy::Balanced,
-            StrategyArg::BalancedLow0 => Strategy::BalancedLow0,
-            StrategyArg::Sequential => Strategy::Sequential,
-            StrategyArg::Optimal => Strategy::Optimal,
-        };
-    }
-    if let Some(c) = args.compat {
-        options.compat = match c {
-            CompatArg::Stowage => Compat::Stowage,
-            CompatArg::Accelerate => Compat::Accelerate,
-        };
-    }
-    if let Some(d) = args.dtype {
-        options.dtype = match d {
-            DTypeArg::Auto => None,
-            DTypeArg::F32 => Some(DType::F32),
-            DTypeArg::F16 => Some(DType::F16),
-            DTypeArg::Bf16 => Some(DType::BF16),
-        };
-    }
-    if let Some(f) = args.gpu_float {
-        options.gpu_float = Some(match f {
-            FloatArg::F32 => DType::F32,
-            FloatArg::F16 => DType::F16,
-            FloatArg::Bf16 => DType::BF16,
-        });
-    }
-    if let Some(o) = args.offload_order {
-        options.offload_order = match o {
-            OffloadOrderArg::Last => OffloadOrder::Last,
-            OffloadOrderArg::ExpertsFirst => OffloadOrder::ExpertsFirst,
-        };
-    }
-    let kind = args.quantize.map(|q| match q {
-        QuantizeArg::None => "none",
-        QuantizeArg::Int8 => "int8",
-        QuantizeArg::Int4 => "int4",
-    });
-    match (kind, args.quantize_group) {
-        (Some(kind), group) => options.quantize = Quantize::new(kind, group)?,
-        (None, Some(group)) if !options.quantize.is_none() => {
-            options.quantize = Quantize::new(options.quantize.as_str(), Some(group))?;
-        }
-        (None, Some(_)) => bail!("--quantize-group needs --quantize int8 or --quantize int4"),
-        (None, None) => {}
-    }
-    let runtime: &mut RuntimeOptions = &mut options.runtime;
-    if let Some(n) = args.max_seq_len {
-        runtime.max_seq_len = n;
-    }
-    if let Some(b) = args.batch {
-        runtime.batch = b;
-    }
-    if let Some(o) = &args.gpu_overhead {
-        runtime.gpu_overhead_bytes = stowage::parse_size(o)?;
-    }
-    if options.offload_order == OffloadOrder::ExpertsFirst && options.strategy != Strategy::Optimal
-    {
-        bail!("--offload-order experts-first needs --strategy optimal");
-    }
-    options.device_map = map;
-    if options.compat == Compat::Accelerate && !args.no_split.is_empty() {
-        out.note("--no-split is ignored by --compat accelerate for known architectures: Accelerate uses the model's own no-split classes");
-    }
-
-    let plan = stowage::plan(&inventory, &budgets, &options)
-        .with_context(|| format!("cannot place `{spec}`"))?;
-    for note in &plan.notes {
-        out.note(note);
-    }
-    let offload_folder = args
-        .offload_folder
-        .clone()
-        .unwrap_or_else(|| std::env::temp_dir().join("stowage-offload"));
-    Ok(Planned {
-        spec,
-        inventory,
-        plan,
-        budgets,
-        offload_folder,
-    })
+    Ok(args.builder(out).plan()?)
 }
 
-/// Reads `--device-map`: a device, a JSON object, or a file with a map or a saved plan (then
-/// also returned whole, for its model, budgets and options).
-fn read_device_map(spec: &str) -> anyhow::Result<(Option<DeviceMap>, Option<Value>)> {
-    if let Ok(device) = spec.parse::<Device>() {
-        return Ok((Some(DeviceMap::single(device)), None));
-    }
-    let (value, path): (Value, Option<PathBuf>) = if spec.trim_start().starts_with('{') {
-        (
-            serde_json::from_str(spec).context("--device-map is not valid JSON")?,
-            None,
-        )
-    } else {
-        let path = PathBuf::from(spec);
-        let text = std::fs::read_to_string(&path)
-            .with_context(|| format!("cannot read device map `{}`", path.display()))?;
-        let value = serde_json::from_str(&text)
-            .with_context(|| format!("`{}` is not valid JSON", path.display()))?;
-        (value, Some(path))
-    };
-    match value.get("device_map") {
-        Some(map) => {
-            let map = DeviceMap::from_json(map, path.as_deref())?;
-            Ok((Some(map), Some(value)))
+impl PlanInputs {
+    /// The [`Pretrained`] these flags describe.
+    pub fn builder(&self, out: Output) -> Pretrained {
+        let mut b = Pretrained::maybe(self.model.clone()).on_note(move |n| out.note(n));
+        if let Some(r) = &self.revision {
+            b = b.revision(r);
         }
-        None => Ok((Some(DeviceMap::from_json(&value, path.as_deref())?), None)),
+        if let Some(s) = &self.subfolder {
+            b = b.subfolder(s);
+        }
+        if let Some(v) = &self.variant {
+            b = b.variant(v);
+        }
+        for p in &self.no_split {
+            b = b.no_split(p);
+        }
+        if let Some(m) = &self.device_map {
+            b = b.device_map_str(m);
+        }
+        if let Some(g) = &self.gpus {
+            b = b.gpus_str(g);
+        }
+        for m in &self.max_memory {
+            b = b.max_memory_str(m);
+        }
+        if let Some(f) = &self.offload_folder {
+            b = b.offload_folder(f);
+        }
+        if let Some(s) = self.strategy {
+            b = b.device_map(match s {
+                StrategyArg::Auto => DeviceMapSpec::Auto,
+                StrategyArg::Balanced => DeviceMapSpec::Balanced,
+                StrategyArg::BalancedLow0 => DeviceMapSpec::BalancedLow0,
+                StrategyArg::Sequential => DeviceMapSpec::Sequential,
+                StrategyArg::Optimal => DeviceMapSpec::Optimal,
+            });
+        }
+        if let Some(c) = self.compat {
+            b = b.compat(match c {
+                CompatArg::Stowage => Compat::Stowage,
+                CompatArg::Accelerate => Compat::Accelerate,
+            });
+        }
+        b = match self.dtype {
+            Some(DTypeArg::Auto) => b.dtype_auto(),
+            Some(DTypeArg::F32) => b.dtype(DType::F32),
+            Some(DTypeArg::F16) => b.dtype(DType::F16),
+            Some(DTypeArg::Bf16) => b.dtype(DType::BF16),
+            None => b,
+        };
+        if let Some(f) = self.gpu_float {
+            b = b.gpu_float(match f {
+                FloatArg::F32 => DType::F32,
+                FloatArg::F16 => DType::F16,
+                FloatArg::Bf16 => DType::BF16,
+            });
+        }
+        if let Some(o) = self.offload_order {
+            b = b.offload_order(match o {
+                OffloadOrderArg::Last => OffloadOrder::Last,
+                OffloadOrderArg::ExpertsFirst => OffloadOrder::ExpertsFirst,
+            });
+        }
+        if let Some(q) = self.quantize {
+            b = b.quantize(match q {
+                QuantizeArg::None => Quantize::None,
+                QuantizeArg::Int8 => Quantize::Int8 {
+                    group: Quantize::DEFAULT_GROUP,
+                },
+                QuantizeArg::Int4 => Quantize::Int4 {
+                    group: Quantize::DEFAULT_GROUP,
+                },
+            });
+        }
+        if let Some(g) = self.quantize_group {
+            b = b.quantize_group(g);
+        }
+        if let Some(n) = self.max_seq_len {
+            b = b.max_seq_len(n);
+        }
+        if let Some(n) = self.batch {
+            b = b.batch(n);
+        }
+        if let Some(o) = &self.gpu_overhead {
+            b = b.gpu_overhead_str(o);
+        }
+        b
     }
 }
 
@@ -536,19 +432,6 @@ fn split_words(s: &str) -> anyhow::Result<Vec<String>> {
         words.push(word);
     }
     Ok(words)
-}
-
-fn load_inventory(spec: &str, opts: &InventoryOptions) -> anyhow::Result<Inventory> {
-    if let Some(name) = spec.strip_prefix(builtin::PREFIX) {
-        let config = builtin::config(name).with_context(|| {
-            format!(
-                "no builtin `{name}`; available: {}",
-                builtin::names().join(", ")
-            )
-        })??;
-        return Ok(Inventory::from_config(config, opts)?);
-    }
-    Ok(Inventory::from_spec(spec, opts)?)
 }
 
 #[cfg(test)]

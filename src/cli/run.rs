@@ -5,18 +5,20 @@ use std::io::Write;
 use std::process::ExitCode;
 use std::time::Instant;
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use burn::prelude::*;
 use burn_ndarray::{NdArray, NdArrayDevice};
 use clap::{Args, ValueEnum};
 use comfy_table::{Cell, CellAlignment, Table, presets::UTF8_FULL_CONDENSED};
 use serde_json::{Value, json};
-use stowage::models::{BertConfig, BertInput, LlamaConfig, token_ids};
-use stowage::{OffloadMode, RunTrace, SplitModel, SplitOptions, Targets, UnitSource};
+use stowage::models::{BertInput, token_ids};
+use stowage::{
+    AutoModel, ChosenBackend, OffloadMode, Planned, RunTrace, SplitOptions, Targets, UnitSource,
+};
 
 use super::Output;
-use super::backend::{BackendArg, Chosen, choose};
-use super::plan::{PlanInputs, Planned, make_plan};
+use super::backend::BackendArg;
+use super::plan::PlanInputs;
 
 const RUN_HELP: &str = "\
 Plans MODEL exactly as `stowage plan` does (same options, or --plan plan.json), loads it as a
@@ -92,15 +94,6 @@ pub struct RunArgs {
     json: bool,
 }
 
-/// A split model loaded: the model, seconds it took, the device its input goes to, and how
-/// many tensors were verified on their GPU.
-struct LoadedSplit<B: Backend, M: stowage::models::Layered<B>> {
-    split: SplitModel<B, M>,
-    seconds: f64,
-    device: B::Device,
-    verified: usize,
-}
-
 /// What a run computed, for printing.
 struct Ran {
     architecture: &'static str,
@@ -116,7 +109,6 @@ struct Ran {
 }
 
 pub fn run(args: RunArgs, out: Output) -> anyhow::Result<ExitCode> {
-    let planned = make_plan(&args.inputs, out)?;
     let options = SplitOptions {
         mode: match args.offload_mode {
             ModeArg::InPlace => OffloadMode::InPlace,
@@ -126,12 +118,27 @@ pub fn run(args: RunArgs, out: Output) -> anyhow::Result<ExitCode> {
         sync_timings: true,
         verify: args.verify,
     };
-    let ran = match choose(args.backend, &planned.plan)? {
-        Chosen::Cpu => {
-            run_on::<NdArray>(&planned, Targets::cpu(NdArrayDevice::Cpu), &args, &options)?
-        }
+    let planned = args
+        .inputs
+        .builder(out)
+        .verify(args.verify)
+        .split_options(options)
+        .plan()?;
+    let model_type = planned
+        .inventory
+        .config
+        .as_ref()
+        .and_then(|c| c.model_type());
+    if args.generate.is_some() && model_type == Some("bert") {
+        bail!(
+            "--generate: `{}` is an encoder (BERT); only decoders generate",
+            planned.spec
+        );
+    }
+    let ran = match stowage::choose_backend(args.backend.into(), &planned.plan)? {
+        ChosenBackend::Cpu => run_on::<NdArray>(&planned, Targets::cpu(NdArrayDevice::Cpu), &args)?,
         #[cfg(any(feature = "cuda", feature = "wgpu"))]
-        Chosen::Gpu(targets) => run_on::<stowage::GpuBackend>(&planned, targets, &args, &options)?,
+        ChosenBackend::Gpu(targets) => run_on::<stowage::GpuBackend>(&planned, targets, &args)?,
     };
     let mut stdout = std::io::stdout().lock();
     if args.json {
@@ -148,34 +155,20 @@ fn run_on<B: Backend>(
     planned: &Planned,
     targets: Targets<B>,
     args: &RunArgs,
-    options: &SplitOptions,
 ) -> anyhow::Result<Ran> {
-    let config = planned.inventory.config.as_ref().with_context(|| {
-        format!(
-            "`{}` has no config.json: `stowage run` needs one to know the architecture",
-            planned.spec
-        )
-    })?;
-    let model_type = config
-        .raw
-        .get("model_type")
-        .and_then(Value::as_str)
-        .unwrap_or("");
-    match model_type {
-        "bert" => {
-            if args.generate.is_some() {
-                bail!(
-                    "--generate: `{}` is an encoder (BERT); only decoders generate",
-                    planned.spec
-                );
-            }
-            let cfg = BertConfig::from_model_config(config)?;
-            let LoadedSplit {
-                split,
-                seconds: load_seconds,
-                device,
-                verified,
-            } = load_split(|d| cfg.init::<B>(d), planned, &targets, options)?;
+    let started = Instant::now();
+    let (model, report) = planned.load_auto(targets.clone())?;
+    let load_seconds = started.elapsed().as_secs_f64();
+    let input_device = |outer: stowage::Device| {
+        targets
+            .device(outer)
+            .cloned()
+            .unwrap_or_else(|| targets.cpu.clone())
+    };
+    let verified = report.verified;
+    match model {
+        AutoModel::Bert(split) => {
+            let device = input_device(split.outer_device());
             let (output, trace) = split.forward(&BertInput::from_ids(&args.ids, &device))?;
             let hidden = output.last_hidden_state;
             Ok(Ran {
@@ -194,14 +187,8 @@ fn run_on<B: Backend>(
                 generate_seconds: None,
             })
         }
-        "llama" | "mistral" | "qwen2" => {
-            let cfg = LlamaConfig::from_model_config(config)?;
-            let LoadedSplit {
-                split,
-                seconds: load_seconds,
-                device,
-                verified,
-            } = load_split(|d| cfg.init::<B>(d), planned, &targets, options)?;
+        AutoModel::Llama(split) => {
+            let device = input_device(split.outer_device());
             let last_logits = |ids: &[u32]| -> anyhow::Result<(Tensor<B, 1>, RunTrace)> {
                 let (logits, trace) = split.forward(&token_ids::<B>(&[ids], &device))?;
                 let [_, seq, vocab] = logits.dims();
@@ -253,47 +240,7 @@ fn run_on<B: Backend>(
                 generate_seconds,
             })
         }
-        "" => bail!(
-            "`{}`: config.json has no `model_type`",
-            config.path.display()
-        ),
-        other => bail!(
-            "`{}`: `stowage run` runs BERT (bert) and the Llama family (llama, mistral, qwen2), not `{other}`",
-            config.path.display()
-        ),
     }
-}
-
-/// Loads the split model built by `build`; returns it, the load time, and the device its
-/// input goes to (where the embedding lives).
-fn load_split<B: Backend, M>(
-    build: impl Fn(&B::Device) -> M,
-    planned: &Planned,
-    targets: &Targets<B>,
-    options: &SplitOptions,
-) -> anyhow::Result<LoadedSplit<B, M>>
-where
-    M: stowage::models::Layered<B> + Sync,
-    M::Block: Send + Sync,
-{
-    let started = Instant::now();
-    let (split, report) = SplitModel::<B, M>::load(
-        build,
-        &planned.inventory,
-        &planned.plan,
-        targets.clone(),
-        options,
-    )?;
-    let device = targets
-        .device(split.outer_device())
-        .cloned()
-        .unwrap_or_else(|| targets.cpu.clone());
-    Ok(LoadedSplit {
-        split,
-        seconds: started.elapsed().as_secs_f64(),
-        device,
-        verified: report.verified,
-    })
 }
 
 /// The index of the largest value (the first of equals), as greedy decoding picks it.

@@ -3,62 +3,9 @@
 use std::io::Write;
 
 use comfy_table::{Cell, CellAlignment, Color, Table, presets::UTF8_FULL_CONDENSED};
-use serde_json::{Value, json};
 use stowage::planner::Unit;
 use stowage::planner::summarize_names;
-use stowage::{Budgets, Device, Inventory, Plan, format_bytes};
-
-use super::saved::{budgets_json, options_json};
-
-/// The plan as one JSON object: enough to print it again, diff it, or load it with `--plan`.
-pub fn plan_json(spec: &str, inventory: &Inventory, plan: &Plan, budgets: &Budgets) -> Value {
-    let devices: Vec<Value> = plan
-        .devices
-        .iter()
-        .map(|d| {
-            json!({
-                "device": d.device.to_json(),
-                "name": d.name,
-                "budget_bytes": d.budget_bytes,
-                "used_bytes": d.used_bytes,
-                "kv_cache_bytes": d.kv_cache_bytes,
-                "activation_bytes": d.activation_bytes,
-                "overhead_bytes": d.overhead_bytes,
-                "reserved_bytes": d.reserved_bytes,
-                "free_bytes": d.free_bytes(),
-            })
-        })
-        .collect();
-    let units: Vec<Value> = plan
-        .units
-        .iter()
-        .map(|u| {
-            json!({
-                "name": u.path,
-                "bytes": u.bytes,
-                "kv_cache_bytes": u.kv_bytes,
-                "device": u.device.to_json(),
-            })
-        })
-        .collect();
-    json!({
-        "model": spec,
-        "description": inventory.describe(),
-        "strategy": plan.strategy.as_str(),
-        "dtype": plan.dtype.map(|d| d.as_str().to_ascii_lowercase()),
-        "total_bytes": plan.total_bytes,
-        "param_count": inventory.param_count(),
-        "offloaded_bytes": plan.offloaded_bytes(),
-        "device_map": plan.device_map(inventory).to_json(),
-        "devices": devices,
-        "budgets": budgets_json(budgets),
-        "options": options_json(&plan.options),
-        "no_split": inventory.no_split_units(),
-        "units": units,
-        "decisions": plan.decisions,
-        "notes": plan.notes,
-    })
-}
+use stowage::{Device, Inventory, Plan, format_bytes};
 
 fn bytes_cell(b: u64) -> Cell {
     let text = if b == 0 {
