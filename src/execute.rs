@@ -195,6 +195,16 @@ pub struct SplitLoadReport {
     pub seconds: f64,
     /// Tensors proved bit-exact on their GPU as they were loaded ([`SplitOptions::verify`]).
     pub verified: usize,
+    /// Per device: bytes the plan put there and bytes loaded there now (disk: the bytes of
+    /// the disk blocks, read from the checkpoint at each run). Tensors outside the blocks
+    /// (embeddings, final norm, head) planned on disk are held on the execution device for
+    /// the whole run, since only whole blocks are brought in: that device then shows more
+    /// than planned, and disk as much less.
+    pub devices: Vec<crate::DeviceLoad>,
+    /// Bytes read from the checkpoint during the load.
+    pub bytes_read: u64,
+    /// The process's memory after the load, with the peak during the whole load.
+    pub memory: crate::Memory,
 }
 
 enum Slot<Blk> {
@@ -396,9 +406,20 @@ where
             },
             ..Default::default()
         };
+        crate::memory::reset_peak();
+        let _hold = crate::memory::HoldPeak::start();
         let (mut model, outer_report) =
             load_indexed(model, inv, &index, &load_plan, targets.clone(), &opts, true)?;
         let verified = verified_in(&outer_report);
+        let mut actual: HashMap<Device, u64> = HashMap::new();
+        let mut bytes_read = 0u64;
+        let mut add = |r: &crate::LoadReport| {
+            for d in &r.devices {
+                *actual.entry(d.device).or_default() += d.actual_bytes;
+            }
+            bytes_read += r.bytes_read;
+        };
+        add(&outer_report.store);
         let mut report = SplitLoadReport {
             loaded: outer_report.loaded.len(),
             unexpected: outer_report
@@ -411,6 +432,9 @@ where
             outer,
             seconds: 0.0,
             verified,
+            devices: Vec::new(),
+            bytes_read: 0,
+            memory: crate::Memory::default(),
         };
 
         let mut slots = Vec::with_capacity(n);
@@ -420,25 +444,46 @@ where
                 Device::Disk => (Slot::Disk, UnitSource::Disk),
                 Device::Cpu if exec != Device::Cpu => {
                     let at = (inv, &*index, &load_plan, &targets);
-                    let (block, r, _) = load_block(&model, i, &targets.cpu, at, false)?;
-                    report.loaded += r;
+                    let (block, r) = load_block(&model, i, &targets.cpu, at, false)?;
+                    report.loaded += r.loaded.len();
+                    add(&r.store);
                     (Slot::Host(block), UnitSource::Cpu)
                 }
                 d => {
                     let at = (inv, &*index, &load_plan, &targets);
-                    let (block, r, verified) =
-                        load_block(&model, i, &device_of(d)?, at, options.verify)?;
-                    report.loaded += r;
-                    report.verified += verified;
+                    let (block, r) = load_block(&model, i, &device_of(d)?, at, options.verify)?;
+                    report.loaded += r.loaded.len();
+                    report.verified += verified_in(&r);
+                    add(&r.store);
                     (Slot::Resident(block, d), UnitSource::Resident)
                 }
             };
             report.blocks.push((path, d, source));
             slots.push(slot);
         }
+        // Disk blocks stay in the checkpoint, read at each run.
+        let on_disk: u64 = inv
+            .tensors
+            .iter()
+            .filter(|t| t.tied_to.is_none())
+            .filter(|t| block_of(&t.name).is_some_and(|b| planned[b] == Device::Disk))
+            .map(|t| t.stored_bytes())
+            .sum();
+        *actual.entry(Device::Disk).or_default() += on_disk;
+        report.devices = plan
+            .devices
+            .iter()
+            .map(|d| crate::DeviceLoad {
+                device: d.device,
+                planned_bytes: d.used_bytes,
+                actual_bytes: actual.get(&d.device).copied().unwrap_or(0),
+            })
+            .collect();
+        report.bytes_read = bytes_read;
         // The model keeps lazy placeholders, so that `blocks()` still has every block.
         *model.blocks_mut() = (0..n).map(|i| model.make_block(i, &targets.cpu)).collect();
         report.seconds = started.elapsed().as_secs_f64();
+        report.memory = crate::memory::current();
         Ok((
             SplitModel {
                 model,
@@ -624,14 +669,14 @@ fn verified_in(report: &crate::module::ModuleLoadReport) -> usize {
 }
 
 /// Block `i` built lazily on `device` and loaded from the checkpoint as `plan` says; returns
-/// it, how many parameters were loaded and how many tensors were verified.
+/// it and its load's report.
 fn load_block<B: Backend, M: Layered<B>>(
     model: &M,
     i: usize,
     device: &B::Device,
     (inventory, index, plan, targets): (&Inventory, &HashMap<String, usize>, &Plan, &Targets<B>),
     verify: bool,
-) -> Result<(M::Block, usize, usize)> {
+) -> Result<(M::Block, crate::ModuleLoadReport)> {
     let opts = ModuleLoadOptions {
         renames: model.block_renames(i),
         quantize: plan.options.quantize,
@@ -650,5 +695,5 @@ fn load_block<B: Backend, M: Layered<B>>(
         &opts,
         false,
     )?;
-    Ok((block, report.loaded.len(), verified_in(&report)))
+    Ok((block, report))
 }

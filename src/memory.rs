@@ -36,5 +36,30 @@ pub fn current() -> Memory {
 
 /// Resets the peak (VmHWM) to the current RSS. Returns whether the kernel allowed it.
 pub fn reset_peak() -> bool {
+    if HOLD.with(std::cell::Cell::get) {
+        return true;
+    }
     std::fs::write("/proc/self/clear_refs", "5").is_ok()
+}
+
+thread_local! {
+    static HOLD: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// While alive, [`reset_peak`] on this thread does nothing: a load made of several loads (a
+/// split model's outer part and blocks) reports the peak of the whole.
+pub(crate) struct HoldPeak(bool);
+
+impl HoldPeak {
+    /// Holds the peak from now on (until dropped).
+    pub(crate) fn start() -> Self {
+        HoldPeak(HOLD.with(|h| h.replace(true)))
+    }
+}
+
+impl Drop for HoldPeak {
+    fn drop(&mut self) {
+        let was = self.0;
+        HOLD.with(|h| h.set(was));
+    }
 }
