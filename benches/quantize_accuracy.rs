@@ -5,7 +5,10 @@
 //! `--features wgpu` adds what a wgpu GPU holds). It needs the MiniLM fixture
 //! (fetched on first use by `scripts/fetch_minilm.sh`, or `STOWAGE_MINILM_DIR`) and prints a markdown table.
 //!
-//! For each setting — f32, then int8 and int4 in groups of 32, 64 and 128 — it loads the model
+//! For each setting — f32, int8 and int4 in groups of 32, 64 and 128, then int4 (G=32) with
+//! some weights kept in int8 by per-module precision ([`stowage::PlanOptions::quantize_modules`]:
+//! the MLP's up-projection `intermediate.dense` and attention's `value`; those and the last two
+//! layers; those and the MLP's down-projection) — it loads the model
 //! onto the CPU with [`ModuleLoadOptions::quantize`], embeds 10 fixed token sequences (the 4 of
 //! `tests/fixtures/minilm/reference.json` and 6 more) as sentence-transformers does (the mean of
 //! `last_hidden_state` over the tokens) and compares each with the f32 embedding:
@@ -24,7 +27,7 @@ mod minilm;
 use std::time::Instant;
 
 use minilm::*;
-use stowage::planner::Quantize;
+use stowage::planner::{Quantize, QuantizeModule};
 
 fn main() {
     // `cargo test --all-targets` runs bench targets without `--bench`: do nothing then.
@@ -41,11 +44,28 @@ fn main() {
     let f32_linear = base.f32_bytes;
     drop(base);
 
-    let mut settings = vec![];
+    let mut settings: Vec<(Quantize, Vec<QuantizeModule>)> = vec![];
     for kind in ["int8", "int4"] {
         for group in [32, 64, 128] {
-            settings.push(Quantize::new(kind, Some(group)).expect("a setting"));
+            settings.push((Quantize::new(kind, Some(group)).expect("a setting"), vec![]));
         }
+    }
+    // int4 where MiniLM tolerates it, int8 where it does not (what `cargo bench --bench
+    // int4_rules` found by ablation: FFN-up, value, FFN-down and the last layers carry the error).
+    let rules = |specs: &[&str]| -> Vec<QuantizeModule> {
+        specs
+            .iter()
+            .map(|r| QuantizeModule::parse(r).expect("a rule"))
+            .collect()
+    };
+    let up_value = ["intermediate.dense=int8", "attention.self.value=int8"];
+    let mixes = [
+        rules(&up_value),
+        rules(&[&up_value[..], &["layer.4.**=int8", "layer.5.**=int8"]].concat()),
+        rules(&[&up_value[..], &["layer.*.output.dense=int8"]].concat()),
+    ];
+    for mix in mixes {
+        settings.push((Quantize::Int4 { group: 32 }, mix));
     }
     println!(
         "all-MiniLM-L6-v2, {} sentences ({} tokens): the mean-pooled embedding (and each token row \
@@ -73,8 +93,8 @@ fn main() {
             String::new()
         }
     );
-    for q in settings {
-        let loaded = load(&inv, &config, q, stowage::Targets::cpu(DEV));
+    for (q, rules) in settings {
+        let loaded = load_with(&inv, &config, (q, &rules), stowage::Targets::cpu(DEV));
         let got = embed(&loaded.model, &sentences);
         let sentence: Vec<f64> = got
             .iter()
@@ -97,7 +117,7 @@ fn main() {
         #[cfg(feature = "wgpu")]
         let gpu = {
             let targets = stowage::Targets::<stowage::GpuBackend>::wgpu_first(1).expect("wgpu");
-            let on_gpu = load(&inv, &config, q, targets);
+            let on_gpu = load_with(&inv, &config, (q, &rules), targets);
             format!(
                 " {} ({:.2}x) |",
                 mib(on_gpu.held),
@@ -106,8 +126,12 @@ fn main() {
         };
         #[cfg(not(feature = "wgpu"))]
         let gpu = String::new();
+        let label = std::iter::once(q.to_string())
+            .chain(rules.iter().map(|r| format!("`{r}`")))
+            .collect::<Vec<_>>()
+            .join(", ");
         println!(
-            "| {q} | {min:.5} | {mean:.5} | {token:.4} | {} | {} ({:.2}x) | {} ({:.2}x) |{gpu}",
+            "| {label} | {min:.5} | {mean:.5} | {token:.4} | {} | {} ({:.2}x) | {} ({:.2}x) |{gpu}",
             mib(f32_linear),
             mib(loaded.planned),
             loaded.planned as f64 / f32_linear as f64,

@@ -400,6 +400,7 @@ where
         let opts = ModuleLoadOptions {
             renames: model.renames(),
             quantize: plan.options.quantize,
+            quantize_modules: plan.options.quantize_modules.clone(),
             store: LoadOptions {
                 verify: options.verify,
                 ..Default::default()
@@ -556,7 +557,8 @@ where
                 Slot::Host(block) => Ok(crate::quantized::to_device(
                     block.clone(),
                     &exec,
-                    self.exec_plan.options.quantize,
+                    (self.exec_plan.options.quantize.group())
+                        .unwrap_or(stowage_planner::Quantize::DEFAULT_GROUP),
                 )),
                 Slot::Disk => {
                     let at = (
@@ -680,6 +682,7 @@ fn load_block<B: Backend, M: Layered<B>>(
     let opts = ModuleLoadOptions {
         renames: model.block_renames(i),
         quantize: plan.options.quantize,
+        quantize_modules: plan.options.quantize_modules.clone(),
         store: LoadOptions {
             verify,
             ..Default::default()

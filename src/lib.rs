@@ -29,6 +29,7 @@ pub mod quantized;
 mod rename;
 mod report;
 pub mod saved;
+mod state_dict;
 mod store;
 pub mod synthetic;
 
@@ -53,11 +54,12 @@ pub use pretrained::{
 pub use quantized::{QuantLinear, QuantLinearConfig, QuantizedParam, QuantizedWeight};
 pub use rename::{Rename, Renames};
 pub use report::{Checksum, DeviceLoad, LoadReport, OffloadSummary};
+pub use state_dict::StateDict;
 pub use store::{DiskTensor, StoredTensor, TensorStore};
 
 pub use stowage_planner as planner;
 pub use stowage_planner::{
     BudgetOverrides, Budgets, Compat, DType, Device, DeviceMap, Inventory, InventoryOptions,
-    ModelConfig, OffloadOrder, Plan, PlanOptions, Probe, Strategy, format_bytes, parse_gpus,
-    parse_max_memory, parse_size, plan, probe,
+    ModelConfig, OffloadOrder, Plan, PlanOptions, Probe, Quantize, QuantizeAs, QuantizeModule,
+    Strategy, format_bytes, parse_gpus, parse_max_memory, parse_size, plan, probe,
 };

@@ -568,7 +568,7 @@ fn check_gpus<B: Backend>(
         if t.tied_to.is_some() {
             continue;
         }
-        let quantize = plan.options.quantize;
+        let quantize = plan.options.quantize_for(t);
         let quantized = quantize.applies_to(t);
         let Some(gpu) = targets.device(device) else {
             if targets.gpus.is_empty() {
@@ -712,7 +712,7 @@ fn upload<B: Backend>(
             dtype,
         )
     };
-    let quantize = plan.options.quantize;
+    let quantize = plan.options.quantize_for(t);
     if quantize.applies_to(t) {
         let data = burn_dtype(t.dtype).map(as_is);
         return upload_quantized(t, bytes, data, (gpu, quantize), (opts, transforms), site);

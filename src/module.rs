@@ -123,7 +123,7 @@ use burn::tensor::{
     AllocationProperty, Bool, DType as BurnDType, Int, TensorData, TensorPrimitive,
     get_device_settings,
 };
-use stowage_planner::{DType, Inventory, Plan, Quantize, TensorInfo, TensorSource};
+use stowage_planner::{DType, Inventory, Plan, Quantize, QuantizeModule, TensorInfo, TensorSource};
 
 use crate::backend::Targets;
 use crate::convert;
@@ -175,6 +175,10 @@ pub struct ModuleLoadOptions {
     /// [`ModuleLoadReport::quantized`] lists them, where each was quantized and whether it was
     /// verified. `Quantize::None` (the default) quantizes nothing.
     pub quantize: Quantize,
+    /// Per-module precisions over [`Self::quantize`] (the plan's
+    /// [`PlanOptions::quantize_modules`](crate::PlanOptions::quantize_modules)): the first rule
+    /// matching a weight's module decides (see [`QuantizeModule`]).
+    pub quantize_modules: Vec<QuantizeModule>,
 }
 
 /// A parameter whose checkpoint tensor has another shape.
@@ -366,7 +370,6 @@ pub(crate) fn load_indexed<B: Backend, M: Module<B>>(
         next: 0,
         stack: Vec::new(),
         floats: HashMap::new(),
-        quantize: options.quantize,
         quantized: Vec::new(),
         transforms,
         gpus,
@@ -468,6 +471,8 @@ enum Action {
     Quantize {
         /// The checkpoint tensor (2-D, its dims those of the parameter before the transpose).
         source: TensorInfo,
+        /// What to quantize it to.
+        quantize: Quantize,
         /// Whether a dequantized weight is transposed, as [`Action::Load`] says.
         transpose: bool,
         /// Whether it may be held quantized: a `QuantLinear` weight in PyTorch layout.
@@ -704,10 +709,13 @@ fn match_slots(
         let stored: Vec<usize> = t.shape.iter().map(|&d| d as usize).collect();
         // The planner's rule picks what is quantized (and sized so); a parameter whose dims
         // are not the tensor's own (up to the transpose) is loaded as it is.
-        if slot.kind == Kind::Float && dims == stored && options.quantize.applies_to(t) {
+        let quantize =
+            stowage_planner::quantize_for(options.quantize, &options.quantize_modules, t);
+        if slot.kind == Kind::Float && dims == stored && quantize.applies_to(t) {
             check.matched.push((slot.path.clone(), t.name.clone()));
             actions.push(Action::Quantize {
                 source: t.clone(),
+                quantize,
                 transpose,
                 hold: slot.quant_linear && transpose,
                 seen_transposed: seen_transposed(slot, transpose),
@@ -826,8 +834,6 @@ struct Loader<'a, B: Backend> {
     stack: Vec<String>,
     /// Float tensors already shaped, by storage name and dims, so tied parameters share them.
     floats: HashMap<(String, Vec<usize>), TensorPrimitive<B>>,
-    /// What to quantize to.
-    quantize: Quantize,
     /// The parameters quantized so far.
     quantized: Vec<QuantizedParam>,
     /// The targets' device transforms: quantizing on a GPU.
@@ -882,6 +888,7 @@ impl<B: Backend> Loader<'_, B> {
     fn quantized<const D: usize>(
         &mut self,
         source: &TensorInfo,
+        quantize: Quantize,
         (transpose, hold, seen_transposed): (bool, bool, bool),
         device: &B::Device,
     ) -> Result<Tensor<B, D>> {
@@ -924,7 +931,7 @@ impl<B: Backend> Loader<'_, B> {
             });
             let done = quantize_for(
                 (&bytes, data, source.dtype, rows, cols),
-                (device, self.quantize),
+                (device, quantize),
                 (site, verify),
                 &self.transforms,
                 false,
@@ -933,8 +940,8 @@ impl<B: Backend> Loader<'_, B> {
         } else {
             let values = convert::to_f32(source.dtype, &bytes).ok_or_else(unsupported)?;
             drop(bytes);
-            let weight = QuantizedWeight::quantize(&values, rows, cols, self.quantize)
-                .ok_or_else(unsupported)?;
+            let weight =
+                QuantizedWeight::quantize(&values, rows, cols, quantize).ok_or_else(unsupported)?;
             drop(values);
             let f = if seen_transposed {
                 // Row-major once the parameter transposes it (see `HostLayout::Transposed`).
@@ -955,7 +962,7 @@ impl<B: Backend> Loader<'_, B> {
         let names = (self.stack.join("."), source.name.clone());
         self.quantized.push(QuantizedParam {
             verified,
-            ..QuantizedParam::new(names, self.quantize, (rows, cols), held.scheme(), on_device)
+            ..QuantizedParam::new(names, quantize, (rows, cols), held.scheme(), on_device)
         });
         let t = match held {
             Held::Quantized(q, _) => q,
@@ -987,6 +994,7 @@ impl<B: Backend> ModuleMapper<B> for Loader<'_, B> {
         let action = self.take_action().cloned();
         if let Some(Action::Quantize {
             source,
+            quantize,
             transpose,
             hold,
             seen_transposed,
@@ -994,7 +1002,7 @@ impl<B: Backend> ModuleMapper<B> for Loader<'_, B> {
         {
             let device = param.lazy_device();
             let how = (transpose, hold, seen_transposed);
-            return match self.quantized::<D>(&source, how, &device) {
+            return match self.quantized::<D>(&source, quantize, how, &device) {
                 Ok(t) => {
                     let id = param.id;
                     param.transform_for_load(t, id)

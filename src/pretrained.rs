@@ -29,7 +29,9 @@ use std::sync::Arc;
 
 use burn::prelude::Backend;
 use serde_json::Value;
-use stowage_planner::{InventoryOptions, Quantize, RuntimeOptions, SourceOptions};
+use stowage_planner::{
+    InventoryOptions, Quantize, QuantizeAs, QuantizeModule, RuntimeOptions, SourceOptions,
+};
 
 use crate::error::{Error, Result};
 use crate::models::{BertConfig, BertModel, Layered, LlamaConfig, LlamaForCausalLM};
@@ -37,7 +39,7 @@ use crate::saved::{budgets_from_json, options_from_json, read_device_map};
 use crate::{
     BudgetOverrides, Budgets, Compat, DType, Device, DeviceMap, Inventory, LoadOptions, LoadReport,
     ModuleLoadOptions, ModuleLoadReport, OffloadOrder, Plan, PlanOptions, Renames, SplitLoadReport,
-    SplitModel, SplitOptions, Strategy, Targets, TensorStore, WeightLayout, builtin,
+    SplitModel, SplitOptions, StateDict, Strategy, Targets, TensorStore, WeightLayout, builtin,
 };
 
 /// Where a model goes: a strategy, one device, or an explicit map
@@ -147,6 +149,8 @@ pub struct Pretrained {
     offload_order: Option<OffloadOrder>,
     quantize: Option<Quantize>,
     quantize_group: Option<u32>,
+    quantize_modules: Vec<Given<QuantizeModule>>,
+    state_dict: Option<Arc<StateDict>>,
     config_overrides: Vec<(String, Value)>,
     notes: Option<NoteFn>,
     load: LoadSettings,
@@ -353,6 +357,43 @@ impl Pretrained {
         })
     }
 
+    /// `state_dict`: take the weights from tensors held in memory instead of the model's
+    /// files. The model spec, if any, still gives the `config.json` (for `load_auto`,
+    /// `load_bert`, `load_llama` and config overrides); [`Pretrained::maybe`]`(None)` plans the
+    /// tensors alone. The tensors are written once into the offload folder as a safetensors
+    /// file named by their contents, then planned and streamed as any checkpoint (see
+    /// [`StateDict`]).
+    pub fn state_dict(mut self, state_dict: StateDict) -> Self {
+        self.state_dict = Some(Arc::new(state_dict));
+        self
+    }
+
+    /// A per-module precision (`llm_int8_skip_modules`, and more): the linear weights of the
+    /// modules `pattern` matches are quantized as `quantize` says (int8, int4, or
+    /// [`QuantizeAs::Keep`] for the checkpoint's dtype) instead of as [`Pretrained::quantize`]
+    /// says. The first matching rule wins; patterns match module paths as in
+    /// [`QuantizeModule`] (`intermediate.dense` matches it in every layer). Rules given here
+    /// replace a saved plan's.
+    ///
+    /// int4 in groups of 32 with the MLP's up-projection and attention's value in int8 keeps
+    /// all-MiniLM-L6-v2's sentence embeddings at cosine ≥ 0.98 against f32, where plain int4
+    /// does not (`cargo bench --bench quantize_accuracy`).
+    pub fn quantize_module(mut self, pattern: &str, quantize: QuantizeAs) -> Self {
+        self.quantize_modules
+            .push(match QuantizeModule::new(pattern, quantize) {
+                Ok(rule) => Given::Typed(rule),
+                Err(_) => Given::Text(format!("{pattern}={}", quantize.as_str())),
+            });
+        self
+    }
+
+    /// [`Pretrained::quantize_module`] from text: `PATTERN=int8`, `PATTERN=int4` or
+    /// `PATTERN=none` (`--quantize-module`).
+    pub fn quantize_module_str(mut self, spec: &str) -> Self {
+        self.quantize_modules.push(Given::Text(spec.to_string()));
+        self
+    }
+
     /// Values per quantization scale (a power of two from 8 to 1024), for the quantization
     /// set by [`Pretrained::quantize`] or by a saved plan.
     pub fn quantize_group(mut self, group: u32) -> Self {
@@ -471,7 +512,30 @@ impl Pretrained {
             no_split: self.no_split.clone(),
             ..InventoryOptions::default()
         };
-        let inventory = inventory_of(&spec, &opts, &self.config_overrides)?;
+        let offload_folder = self
+            .offload_folder
+            .clone()
+            .unwrap_or_else(default_offload_folder);
+        let (spec, inventory) = match &self.state_dict {
+            None => {
+                let inventory = inventory_of(&spec, &opts, &self.config_overrides)?;
+                (spec, inventory)
+            }
+            Some(sd) => {
+                let inventory =
+                    state_dict_inventory(sd, self.model.as_deref(), &opts, &offload_folder)?;
+                let inventory = if self.config_overrides.is_empty() {
+                    inventory
+                } else {
+                    crate::overrides::apply(inventory, &self.config_overrides, &opts)?
+                };
+                let spec = match &self.model {
+                    Some(m) => format!("state_dict ({} tensors, config of {m})", sd.len()),
+                    None => format!("state_dict ({} tensors)", sd.len()),
+                };
+                (spec, inventory)
+            }
+        };
         tracing::info!("{}", inventory.describe());
 
         let mut overrides = BudgetOverrides::default();
@@ -486,10 +550,6 @@ impl Pretrained {
                 Given::Text(s) => overrides.max_memory.extend(crate::parse_max_memory(s)?),
             }
         }
-        let offload_folder = self
-            .offload_folder
-            .clone()
-            .unwrap_or_else(default_offload_folder);
         let given_budgets = match saved.as_ref().and_then(|s| s.get("budgets")) {
             Some(b) => Some(budgets_from_json(b)?),
             None => self.budgets.clone(),
@@ -557,6 +617,17 @@ impl Pretrained {
                 ));
             }
             (None, None) => {}
+        }
+        if !self.quantize_modules.is_empty() {
+            options.quantize_modules = self
+                .quantize_modules
+                .iter()
+                .map(|rule| match rule {
+                    Given::Typed(rule) => Ok(rule.clone()),
+                    Given::Text(spec) => QuantizeModule::parse(spec)
+                        .map_err(|e| Error::options(format!("--quantize-module: {e}"))),
+                })
+                .collect::<Result<_>>()?;
         }
         let runtime: &mut RuntimeOptions = &mut options.runtime;
         if let Some(n) = self.max_seq_len {
@@ -701,6 +772,36 @@ pub fn default_offload_folder() -> PathBuf {
 
 /// The inventory of `spec` (a path, `ORG/NAME`, or `builtin:NAME`), with `overrides` set in
 /// its config first.
+/// The inventory of a state dict, written into `folder`, with the config of `model` if one is
+/// named.
+fn state_dict_inventory(
+    sd: &StateDict,
+    model: Option<&str>,
+    opts: &InventoryOptions,
+    folder: &Path,
+) -> Result<Inventory> {
+    let weights = sd.write_into(folder)?;
+    let (config, builtin_config) = match model {
+        Some(name) if name.starts_with(builtin::PREFIX) => {
+            let name = &name[builtin::PREFIX.len()..];
+            let config = builtin::config(name)
+                .ok_or_else(|| Error::options(format!("no builtin `{name}`")))??;
+            (None, Some(config))
+        }
+        Some(m) => {
+            let files = stowage_planner::resolve(m, &opts.source)?;
+            (files.config().map(Path::to_path_buf), None)
+        }
+        None => (None, None),
+    };
+    let files = stowage_planner::ModelFiles::Single { weights, config };
+    let mut inventory = Inventory::from_files(&files, opts)?;
+    if builtin_config.is_some() {
+        inventory.config = builtin_config;
+    }
+    Ok(inventory)
+}
+
 fn inventory_of(
     spec: &str,
     opts: &InventoryOptions,
@@ -772,14 +873,15 @@ impl Planned {
     /// A note when the plan quantizes but no weight the rule picks is on a GPU (weights are
     /// quantized as they go to a GPU, so nothing would be).
     pub fn quantize_note(&self) -> Option<String> {
-        let quantize = self.plan.options.quantize;
+        let options = &self.plan.options;
         let on_gpus = self
             .inventory
             .tensors
             .iter()
             .zip(&self.plan.tensor_devices)
-            .any(|(t, d)| matches!(d, Device::Gpu(_)) && quantize.applies_to(t));
-        (!quantize.is_none() && !on_gpus).then(|| {
+            .any(|(t, d)| matches!(d, Device::Gpu(_)) && options.quantize_for(t).applies_to(t));
+        (options.quantizes() && !on_gpus).then(|| {
+            let quantize = stowage_planner::quantize_summary(options);
             format!(
                 "--quantize {quantize}: no weight it applies to is on a GPU in this plan; weights are \
                  quantized as they go to a GPU (cpu keeps f32, disk the checkpoint's bytes), so nothing \
@@ -829,6 +931,7 @@ impl Planned {
             layout: self.load.layout,
             store: self.load_options(),
             quantize: self.plan.options.quantize,
+            quantize_modules: self.plan.options.quantize_modules.clone(),
         };
         crate::module::load_indexed(
             model,

@@ -461,6 +461,9 @@ pub struct QuantizedParam {
     pub param: String,
     /// Its checkpoint tensor.
     pub tensor: String,
+    /// What it was quantized to: the plan's quantization, or a per-module rule's
+    /// ([`PlanOptions::quantize_modules`](crate::PlanOptions::quantize_modules)).
+    pub quantize: Quantize,
     /// burn's scheme when held as a quantized tensor; `None` when held dequantized (f32): the
     /// device cannot hold the format, the weight's shape does not fit its packing, or the
     /// parameter is no [`QuantLinear`] weight.
@@ -490,6 +493,7 @@ impl QuantizedParam {
         QuantizedParam {
             param,
             tensor,
+            quantize,
             scheme,
             bytes: scheme.map_or(4 * (rows * cols) as u64, |s| held_bytes(&s, rows, cols)),
             planned_bytes: quantize.bytes(rows as u64, cols as u64).unwrap_or(0),
@@ -597,26 +601,31 @@ fn is_quantized<B: Backend, const D: usize>(t: &Tensor<B, D>) -> bool {
 /// `module` moved to `device`, its quantized weights re-encoded for that device's backend
 /// (burn-ndarray's int8 storage is not what a GPU reads): what [`Module::to_device`] does
 /// for everything else.
-pub(crate) fn to_device<B: Backend, M: Module<B>>(
-    module: M,
-    device: &B::Device,
-    quantize: Quantize,
-) -> M {
-    module.map(&mut Mover { device, quantize })
+/// `group` is the plan's group size: every quantized weight of a plan shares it, int8 or int4
+/// as the tensor's own scheme says.
+pub(crate) fn to_device<B: Backend, M: Module<B>>(module: M, device: &B::Device, group: u32) -> M {
+    module.map(&mut Mover { device, group })
 }
 
 struct Mover<'a, B: Backend> {
     device: &'a B::Device,
-    quantize: Quantize,
+    group: u32,
 }
 
 impl<B: Backend> ModuleMapper<B> for Mover<'_, B> {
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
-        let (device, quantize) = (self.device, self.quantize);
+        let (device, group) = (self.device, self.group);
         param.map(|t| {
-            if D != 2 || !is_quantized(&t) {
+            let BurnDType::QFloat(scheme) = t.dtype() else {
+                return t.to_device(device);
+            };
+            if D != 2 {
                 return t.to_device(device);
             }
+            let quantize = match scheme.value {
+                QuantValue::Q4S => Quantize::Int4 { group },
+                _ => Quantize::Int8 { group },
+            };
             let t2 = Tensor::<B, 2>::from_primitive(t.clone().into_primitive());
             let Some(w) = QuantizedWeight::from_tensor(&t2, quantize) else {
                 return t.to_device(device);

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use serde_json::{Value, json};
-use stowage_planner::{GpuBudget, Quantize, RuntimeOptions};
+use stowage_planner::{GpuBudget, Quantize, QuantizeModule, RuntimeOptions};
 
 use crate::error::{Error, Result};
 use crate::{Budgets, Compat, DType, Device, DeviceMap, Inventory, OffloadOrder, Plan};
@@ -177,7 +177,8 @@ pub fn budgets_from_json(v: &Value) -> Result<Budgets> {
 }
 
 /// The options as JSON (the device map itself is the plan's `device_map`). `quantize` and
-/// `quantize_group` are written only when weights are quantized, `gpu_float` only when set.
+/// `quantize_group` are written only when weights are quantized, `gpu_float` and
+/// `quantize_modules` only when set.
 pub fn options_json(o: &PlanOptions) -> Value {
     let mut v = json!({
         "strategy": o.strategy.as_str(),
@@ -196,6 +197,13 @@ pub fn options_json(o: &PlanOptions) -> Value {
     }
     if let Some(f) = o.gpu_float {
         v["gpu_float"] = json!(f.as_str().to_ascii_lowercase());
+    }
+    if !o.quantize_modules.is_empty() {
+        v["quantize_modules"] = o
+            .quantize_modules
+            .iter()
+            .map(|m| json!({"pattern": m.pattern(), "quantize": m.quantize.as_str()}))
+            .collect();
     }
     v
 }
@@ -252,6 +260,20 @@ pub fn options_from_json(v: &Value) -> Result<PlanOptions> {
         }
         None => Quantize::None,
     };
+    let mut quantize_modules = Vec::new();
+    for rule in v
+        .get("quantize_modules")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let field = |k: &str| rule.get(k).and_then(Value::as_str).unwrap_or("");
+        let spec = format!("{}={}", field("pattern"), field("quantize"));
+        quantize_modules.push(
+            QuantizeModule::parse(&spec)
+                .map_err(|e| Error::options_from("saved options: quantize_modules", e))?,
+        );
+    }
     Ok(PlanOptions {
         strategy,
         dtype: dtype_of("dtype")?,
@@ -262,5 +284,6 @@ pub fn options_from_json(v: &Value) -> Result<PlanOptions> {
         cpu_float: dtype_of("cpu_float")?,
         gpu_float: dtype_of("gpu_float")?,
         quantize,
+        quantize_modules,
     })
 }

@@ -10,7 +10,7 @@ use burn::prelude::*;
 use burn_ndarray::{NdArray, NdArrayDevice};
 use serde_json::Value;
 use stowage::models::{BertConfig, BertInput, BertModel, token_ids};
-use stowage::planner::{Quantize, RuntimeOptions};
+use stowage::planner::{Quantize, QuantizeModule, RuntimeOptions};
 use stowage::{Budgets, Inventory, ModuleLoadOptions, PlanOptions};
 
 pub(crate) type B = NdArray;
@@ -105,6 +105,16 @@ pub(crate) fn load<Bk: Backend>(
     quantize: Quantize,
     targets: stowage::Targets<Bk>,
 ) -> Loaded<Bk> {
+    load_with(inv, config, (quantize, &[]), targets)
+}
+
+/// [`load`] with per-module precisions over `quantize`.
+pub(crate) fn load_with<Bk: Backend>(
+    inv: &Inventory,
+    config: &BertConfig,
+    (quantize, modules): (Quantize, &[QuantizeModule]),
+    targets: stowage::Targets<Bk>,
+) -> Loaded<Bk> {
     let budgets = Budgets {
         gpus: vec![],
         cpu_bytes: 1 << 34,
@@ -113,6 +123,7 @@ pub(crate) fn load<Bk: Backend>(
     let plan_opts = PlanOptions {
         runtime: RuntimeOptions::off(),
         quantize,
+        quantize_modules: modules.to_vec(),
         ..Default::default()
     };
     let mut plan = stowage::plan(inv, &budgets, &plan_opts).expect("plan");
@@ -125,12 +136,13 @@ pub(crate) fn load<Bk: Backend>(
     let options = ModuleLoadOptions {
         renames: model.renames(),
         quantize,
+        quantize_modules: modules.to_vec(),
         ..Default::default()
     };
     let (model, report) = stowage::load(model, inv, &plan, targets, &options).expect("load");
     let mut held = HeldBytes::default();
     model.visit(&mut held);
-    let f32_bytes = if quantize.is_none() {
+    let f32_bytes = if quantize.is_none() && modules.is_empty() {
         inv.tensors
             .iter()
             .filter(|t| Quantize::Int8 { group: 128 }.applies_to(t))

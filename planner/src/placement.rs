@@ -10,9 +10,10 @@ use crate::dtype::DType;
 use crate::error::Result;
 use crate::inventory::Inventory;
 use crate::place::{self, Ctx, Held};
-use crate::quantize::Quantize;
+use crate::quantize::{Quantize, QuantizeAs, QuantizeModule, quantize_for};
 use crate::runtime::{RuntimeCosts, RuntimeOptions};
 use crate::strategy::{Compat, OffloadOrder, Strategy};
+use crate::tensor::TensorInfo;
 
 /// What to plan for.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -46,6 +47,36 @@ pub struct PlanOptions {
     /// those are sized as the kernels store them, values plus scales. cpu and disk keep
     /// their sizing. Ignored (with a note) with [`Compat::Accelerate`].
     pub quantize: Quantize,
+    /// Per-module precisions overriding [`Self::quantize`] for the linear weights of the
+    /// modules they match (the first matching rule wins; see [`QuantizeModule`]), e.g. int4
+    /// everywhere but the MLP's up-projection in int8. Sized as [`Self::quantize_for`] says.
+    pub quantize_modules: Vec<QuantizeModule>,
+}
+
+/// `int4 (groups of 32)`, with the per-module rules after it: `int4 (groups of 32), value=int8`.
+pub fn quantize_summary(opts: &PlanOptions) -> String {
+    let mut s = opts.quantize.to_string();
+    for m in &opts.quantize_modules {
+        s.push_str(&format!(", {m}"));
+    }
+    s
+}
+
+impl PlanOptions {
+    /// The quantization the loader applies to `t` on a GPU: [`quantize_for`] with
+    /// [`Self::quantize`] and [`Self::quantize_modules`].
+    pub fn quantize_for(&self, t: &TensorInfo) -> Quantize {
+        quantize_for(self.quantize, &self.quantize_modules, t)
+    }
+
+    /// Whether any weight may be quantized ([`Self::quantize`] or a rule that quantizes).
+    pub fn quantizes(&self) -> bool {
+        !self.quantize.is_none()
+            || self
+                .quantize_modules
+                .iter()
+                .any(|m| m.quantize != QuantizeAs::Keep)
+    }
 }
 
 /// A placed unit: a module placed whole, or a single tensor.
@@ -213,14 +244,16 @@ pub fn plan(inventory: &Inventory, budgets: &Budgets, opts: &PlanOptions) -> Res
     } else {
         opts.cpu_float
     };
-    let quantize = match opts.compat {
-        Compat::Accelerate => Quantize::None,
-        Compat::Stowage => opts.quantize,
+    let (quantize, modules) = match opts.compat {
+        Compat::Accelerate => (Quantize::None, Vec::new()),
+        Compat::Stowage => (opts.quantize, opts.quantize_modules.clone()),
     };
+    let quantizes = !quantize.is_none() || modules.iter().any(|m| m.quantize != QuantizeAs::Keep);
     let held = Held {
         cpu_float,
         gpu_float: options.gpu_float,
         quantize,
+        modules: modules.clone(),
     };
     let ctx = Ctx::new(inventory, budgets, dtype, held, &runtime);
     let placed = match (opts.compat, opts.strategy) {
@@ -323,10 +356,10 @@ pub fn plan(inventory: &Inventory, budgets: &Budgets, opts: &PlanOptions) -> Res
         })
         .collect();
     let mut notes: Vec<String> = runtime.note.iter().cloned().collect();
-    if opts.compat == Compat::Accelerate && !opts.quantize.is_none() {
+    if opts.compat == Compat::Accelerate && opts.quantizes() {
         notes.push(format!(
             "quantization ({}) is ignored with --compat accelerate",
-            opts.quantize
+            quantize_summary(opts)
         ));
     }
     if let (Compat::Accelerate, Some(f)) = (opts.compat, opts.gpu_float) {
@@ -339,10 +372,10 @@ pub fn plan(inventory: &Inventory, budgets: &Budgets, opts: &PlanOptions) -> Res
     // weights count as the GPUs hold them.
     let total_bytes = match opts.compat {
         Compat::Accelerate => units.iter().map(|u| u.bytes).sum(),
-        _ if !quantize.is_none() => inventory
+        _ if quantizes => inventory
             .tensors
             .iter()
-            .map(|t| quantize.tensor_bytes(t, dtype))
+            .map(|t| quantize_for(quantize, &modules, t).tensor_bytes(t, dtype))
             .fold(0, u64::saturating_add),
         _ => inventory.total_bytes(dtype),
     };

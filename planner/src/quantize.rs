@@ -24,6 +24,7 @@ use std::fmt;
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::inventory::BLOCK_CONTAINERS;
+use crate::pattern::Pattern;
 use crate::tensor::TensorInfo;
 
 /// Quantization to plan for: none, or int8/int4 with a group size
@@ -194,6 +195,140 @@ impl Quantize {
         } else {
             t.bytes_as(dtype)
         }
+    }
+}
+
+/// What a [`QuantizeModule`] rule does to the weights it matches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum QuantizeAs {
+    /// Keep the checkpoint's dtype (transformers' `llm_int8_skip_modules`).
+    Keep,
+    /// int8, in the plan's group size.
+    Int8,
+    /// int4, in the plan's group size.
+    Int4,
+}
+
+impl QuantizeAs {
+    /// `none`, `int8` or `int4`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            QuantizeAs::Keep => "none",
+            QuantizeAs::Int8 => "int8",
+            QuantizeAs::Int4 => "int4",
+        }
+    }
+
+    /// The quantization this gives with `group` values per scale.
+    pub fn with_group(self, group: u32) -> Quantize {
+        match self {
+            QuantizeAs::Keep => Quantize::None,
+            QuantizeAs::Int8 => Quantize::Int8 { group },
+            QuantizeAs::Int4 => Quantize::Int4 { group },
+        }
+    }
+}
+
+/// A per-module precision: the linear weights of the modules `pattern` matches are quantized
+/// as [`QuantizeAs`] says instead of as the plan's [`Quantize`]
+/// ([`crate::PlanOptions::quantize_modules`]; the first matching rule wins).
+///
+/// The pattern is matched against the weight's module path (its name without `.weight`) as
+/// `--no-split` patterns are ([`Pattern`]), and also at the end of the path: `intermediate.dense`
+/// matches `encoder.layer.3.intermediate.dense`, `value` matches every `….value`. Only weights
+/// the quantization rule picks ([`Quantize::applies_to`]) are affected: a rule cannot quantize
+/// an embedding or a norm. All rules share the plan's group size (the default when the plan
+/// itself quantizes nothing).
+///
+/// ```
+/// use stowage_planner::{DType, Quantize, QuantizeAs, QuantizeModule, TensorInfo, TensorSource, quantize_for};
+/// let t = |name: &str| TensorInfo {
+///     name: name.into(), dtype: DType::F32, shape: vec![1536, 384], source: TensorSource::Config, tied_to: None,
+/// };
+/// let rules = [QuantizeModule::parse("intermediate.dense=int8")?, QuantizeModule::parse("layer.0.**=none")?];
+/// let int4 = Quantize::Int4 { group: 32 };
+/// let up = t("encoder.layer.3.intermediate.dense.weight");
+/// assert_eq!(quantize_for(int4, &rules, &up), Quantize::Int8 { group: 32 });
+/// assert_eq!(quantize_for(int4, &rules, &t("encoder.layer.3.output.dense.weight")), int4);
+/// assert_eq!(quantize_for(int4, &rules, &t("layer.0.output.dense.weight")), Quantize::None);
+/// assert_eq!(quantize_for(int4, &rules, &t("embeddings.word_embeddings.weight")), Quantize::None);
+/// # Ok::<(), stowage_planner::Error>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuantizeModule {
+    text: String,
+    whole: Pattern,
+    tail: Option<Pattern>,
+    /// What the matched weights become.
+    pub quantize: QuantizeAs,
+}
+
+impl QuantizeModule {
+    /// A rule giving the modules `pattern` matches `quantize`.
+    pub fn new(pattern: &str, quantize: QuantizeAs) -> Result<QuantizeModule> {
+        let text = pattern.trim().to_string();
+        let whole = Pattern::new(&text)?;
+        let tail = (text.contains('.') && !text.starts_with("**"))
+            .then(|| Pattern::new(&format!("**.{text}")))
+            .transpose()?;
+        Ok(QuantizeModule {
+            text,
+            whole,
+            tail,
+            quantize,
+        })
+    }
+
+    /// Parses `PATTERN=int8`, `PATTERN=int4` or `PATTERN=none` (`--quantize-module`).
+    pub fn parse(spec: &str) -> Result<QuantizeModule> {
+        let bad = |hint: &str| Error::Unsupported {
+            what: format!("quantize-module rule `{spec}`"),
+            hint: hint.to_string(),
+        };
+        let (pattern, kind) = spec
+            .rsplit_once('=')
+            .ok_or_else(|| bad("; write PATTERN=int8, PATTERN=int4 or PATTERN=none"))?;
+        let quantize = match kind.trim() {
+            "none" | "keep" => QuantizeAs::Keep,
+            "int8" => QuantizeAs::Int8,
+            "int4" => QuantizeAs::Int4,
+            _ => return Err(bad("; the precision after `=` is int8, int4 or none")),
+        };
+        QuantizeModule::new(pattern, quantize)
+    }
+
+    /// The pattern as written.
+    pub fn pattern(&self) -> &str {
+        &self.text
+    }
+
+    /// Whether the module at `path` matches.
+    pub fn matches(&self, path: &str) -> bool {
+        self.whole.matches(path) || self.tail.as_ref().is_some_and(|t| t.matches(path))
+    }
+}
+
+impl fmt::Display for QuantizeModule {
+    /// `PATTERN=int8`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}={}", self.text, self.quantize.as_str())
+    }
+}
+
+/// The quantization `t` gets: [`Quantize::None`] unless the quantization rule picks it
+/// ([`Quantize::applies_to`]); then the first of `modules` that matches its module, else
+/// `base`. Rules use `base`'s group size, or [`Quantize::DEFAULT_GROUP`] when `base` is
+/// `None`.
+pub fn quantize_for(base: Quantize, modules: &[QuantizeModule], t: &TensorInfo) -> Quantize {
+    let group = base.group().unwrap_or(Quantize::DEFAULT_GROUP);
+    let eligible = QuantizeAs::Int8.with_group(group);
+    if !eligible.applies_to(t) {
+        return Quantize::None;
+    }
+    let module = t.name.strip_suffix(".weight").unwrap_or(&t.name);
+    match modules.iter().find(|m| m.matches(module)) {
+        Some(m) => m.quantize.with_group(group),
+        None => base,
     }
 }
 

@@ -148,6 +148,7 @@ fn report_json(spec: &str, r: &LoadReport) -> Value {
             .map(|q| {
                 json!({
                     "tensor": q.tensor,
+                    "quantize": q.quantize.to_string(),
                     "held_as": held_as(q),
                     "on_device": q.on_device,
                     "bytes": q.bytes,

@@ -146,6 +146,12 @@ pub struct PlanInputs {
     #[arg(long, value_name = "N")]
     quantize_group: Option<u32>,
 
+    /// A per-module precision over --quantize, repeatable: the linear weights of the modules
+    /// PATTERN matches (as --no-split patterns, and at the end of a path: `intermediate.dense`
+    /// matches it in every layer) as int8, int4 or none; the first matching rule wins
+    #[arg(long, value_name = "PATTERN=int8|int4|none")]
+    quantize_module: Vec<String>,
+
     /// Use this device map instead of a strategy: cpu, 0, disk, a JSON object, or a file
     /// holding a map or a saved `--json` plan (whose budgets and options are reused)
     #[arg(long, value_name = "MAP", visible_alias = "plan")]
@@ -299,6 +305,7 @@ impl PlanInputs {
         take!(quantize, quantize_group, gpu_float);
         m.max_memory.extend(more.max_memory);
         m.no_split.extend(more.no_split);
+        m.quantize_module.extend(more.quantize_module);
         m
     }
 }
@@ -385,6 +392,9 @@ impl PlanInputs {
         }
         if let Some(g) = self.quantize_group {
             b = b.quantize_group(g);
+        }
+        for rule in &self.quantize_module {
+            b = b.quantize_module_str(rule);
         }
         if let Some(n) = self.max_seq_len {
             b = b.max_seq_len(n);

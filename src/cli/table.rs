@@ -34,10 +34,15 @@ pub fn write_plan(
     } else {
         format!("strategy {}", plan.strategy)
     };
-    let quantized = match plan.options.quantize {
-        q if q.is_none() || plan.options.compat == stowage::Compat::Accelerate => String::new(),
-        q => format!(", linear weights on GPUs as {q}"),
-    };
+    let quantized =
+        if !plan.options.quantizes() || plan.options.compat == stowage::Compat::Accelerate {
+            String::new()
+        } else {
+            format!(
+                ", linear weights on GPUs as {}",
+                stowage::planner::quantize_summary(&plan.options)
+            )
+        };
     let gpu_float = match plan.options.gpu_float {
         Some(f) => format!(", floats on GPUs as {}", f.as_str().to_ascii_lowercase()),
         None => String::new(),

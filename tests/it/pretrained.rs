@@ -100,6 +100,20 @@ fn library_and_cli_give_identical_plans() {
             fixed(dir.path()).device_map(Device::Disk),
         ),
         (
+            vec![
+                "--quantize",
+                "int4",
+                "--quantize-module",
+                "mlp.up_proj=int8",
+                "--quantize-module",
+                "layers.0.**=none",
+            ],
+            fixed(dir.path())
+                .load_in_4bit()
+                .quantize_module("mlp.up_proj", stowage::QuantizeAs::Int8)
+                .quantize_module_str("layers.0.**=none"),
+        ),
+        (
             vec!["--max-memory", "0=80KiB", "--gpu-overhead", "1KiB"],
             fixed(dir.path())
                 .max_memory_str("0=80KiB")
@@ -120,6 +134,12 @@ fn library_and_cli_give_identical_plans() {
     let mut args = vec![m];
     args.extend_from_slice(&FIXED);
     args.extend_from_slice(&["--strategy", "sequential"]);
+    args.extend_from_slice(&[
+        "--quantize",
+        "int4",
+        "--quantize-module",
+        "mlp.up_proj=int8",
+    ]);
     std::fs::write(
         &saved,
         stdout(&stowage(&[&["plan"], &args[..], &["--json"]].concat())),
@@ -133,6 +153,7 @@ fn library_and_cli_give_identical_plans() {
         .to_json();
     assert_eq!(cli, lib);
     assert_eq!(lib["strategy"], "sequential");
+    assert!(lib.to_string().contains("mlp.up_proj"), "rules kept: {lib}");
 }
 
 /// The parts of a load report that do not depend on timing or the process's memory.
@@ -369,6 +390,11 @@ fn bad_options_are_clear_errors() {
     };
     assert!(err(fixed(dir.path()).dtype(DType::I64)).contains("f32, f16 or bf16"));
     assert!(err(fixed(dir.path()).quantize_group(64)).contains("needs --quantize"));
+    assert!(err(fixed(dir.path()).quantize_module_str("mlp=int3")).contains("int8, int4 or none"));
+    assert!(err(fixed(dir.path()).quantize_module_str("mlp")).contains("PATTERN=int8"));
+    assert!(
+        err(fixed(dir.path()).quantize_module("a..b", stowage::QuantizeAs::Int8)).contains("a..b")
+    );
     assert!(
         err(fixed(dir.path()).offload_order(stowage::OffloadOrder::ExpertsFirst))
             .contains("needs --strategy optimal")
@@ -381,4 +407,90 @@ fn bad_options_are_clear_errors() {
     assert!(matches!(e.plan(), Err(Error::Place { .. })));
     // A missing model lists what was tried.
     assert!(err(Pretrained::new(dir.path().join("absent"))).contains("absent"));
+}
+
+/// `state_dict`: the tensors of a checkpoint held in memory load as the checkpoint does (a
+/// split model with a block on disk, the same logits), with only a `config.json` on disk; a
+/// tensor changed in memory changes the output; bad tensors are errors naming them.
+#[test]
+fn a_state_dict_in_memory_loads_as_its_checkpoint() {
+    let dir = tiny("llama", 3, DType::F32);
+    let bytes = std::fs::read(dir.path().join("model.safetensors")).unwrap();
+    let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let state_dict = |scale_head: f32| {
+        let mut sd = stowage::StateDict::new();
+        for (name, view) in file.iter() {
+            let dtype = DType::from_header(&format!("{:?}", view.dtype())).unwrap();
+            let shape: Vec<u64> = view.shape().iter().map(|&d| d as u64).collect();
+            let mut data = view.data().to_vec();
+            if name == "lm_head.weight" {
+                for c in data.chunks_mut(4) {
+                    let v = f32::from_le_bytes(c.try_into().unwrap()) * scale_head;
+                    c.copy_from_slice(&v.to_le_bytes());
+                }
+            }
+            sd.insert(name, dtype, &shape, data).unwrap();
+        }
+        sd
+    };
+    // Only the config on disk: the weights can come from nowhere but memory.
+    let config_only = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        dir.path().join("config.json"),
+        config_only.path().join("config.json"),
+    )
+    .unwrap();
+    let offload = tempfile::tempdir().unwrap();
+    let load = |p: Pretrained| {
+        let (llama, report) = p
+            .max_memory_str("cpu=60KiB")
+            .max_memory(Device::Disk, 1 << 30)
+            .offload_folder(offload.path())
+            .load_llama::<B>(&DEV)
+            .unwrap();
+        assert!(report.blocks.iter().any(|(_, d, _)| *d == Device::Disk));
+        let (logits, _) = llama.forward(&token_ids::<B>(&[&[4, 5, 6]], &DEV)).unwrap();
+        logits.into_data().to_vec::<f32>().unwrap()
+    };
+    let from_file = load(Pretrained::new(dir.path()));
+    let from_memory = load(Pretrained::new(config_only.path()).state_dict(state_dict(1.0)));
+    assert_eq!(from_file, from_memory);
+    let scaled = load(Pretrained::new(config_only.path()).state_dict(state_dict(2.0)));
+    assert_ne!(scaled, from_file);
+    for (a, b) in scaled.iter().zip(&from_file) {
+        assert!(
+            (a - 2.0 * b).abs() <= 1e-4 * (1.0 + b.abs()),
+            "{a} vs 2 × {b}"
+        );
+    }
+    // The same tensors again reuse the file written the first time.
+    let written = |p: &std::path::Path| {
+        std::fs::read_dir(p)
+            .unwrap()
+            .filter(|e| {
+                let name = e.as_ref().unwrap().file_name();
+                name.to_string_lossy().starts_with("stowage-state-dict-")
+            })
+            .count()
+    };
+    assert_eq!(
+        written(offload.path()),
+        2,
+        "one file per distinct state dict"
+    );
+
+    // Bad tensors name themselves.
+    let mut sd = stowage::StateDict::new();
+    let e = sd
+        .insert("w", DType::F32, &[2, 3], vec![0u8; 20])
+        .unwrap_err();
+    assert!(
+        e.to_string().contains("`w`") && e.to_string().contains("24"),
+        "{e}"
+    );
+    let e = Pretrained::maybe(None)
+        .state_dict(stowage::StateDict::new())
+        .plan()
+        .unwrap_err();
+    assert!(e.to_string().contains("no tensors"), "{e}");
 }

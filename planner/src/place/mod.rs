@@ -19,7 +19,7 @@ use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::inventory::{Inventory, Module};
 use crate::placement::Unit;
-use crate::quantize::Quantize;
+use crate::quantize::{Quantize, QuantizeModule, quantize_for};
 use crate::runtime::RuntimeCosts;
 use crate::tensor::TensorInfo;
 use crate::units::format_bytes;
@@ -160,7 +160,7 @@ impl Sizing {
 
 /// How each kind of device holds what is placed on it, where that differs from the sizing
 /// dtype: floats on cpu and on GPUs, and linear-layer weights quantized on GPUs.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub(crate) struct Held {
     /// The dtype the CPU backend stores floats in (`None`: as on other devices).
     pub cpu_float: Option<DType>,
@@ -168,6 +168,8 @@ pub(crate) struct Held {
     pub gpu_float: Option<DType>,
     /// The quantization GPUs hold linear-layer weights in.
     pub quantize: Quantize,
+    /// Per-module precisions over `quantize`.
+    pub modules: Vec<QuantizeModule>,
 }
 
 /// What a plan is computed against: the inventory, the budgets, the sizing dtype and the
@@ -206,13 +208,18 @@ impl<'a> Ctx<'a> {
             cpu_float,
             gpu_float,
             quantize,
+            modules,
         } = held;
         let device = Sizing::new(inv, |t| t.bytes_as(dtype));
         let cpu = cpu_float.map(|f| Sizing::new(inv, |t| held_as(t, f, dtype)));
-        let gpu = (!quantize.is_none() || gpu_float.is_some()).then(|| {
-            Sizing::new(inv, |t| match gpu_float {
-                Some(f) if !quantize.applies_to(t) => held_as(t, f, dtype),
-                _ => quantize.tensor_bytes(t, dtype),
+        let quantizes = !quantize.is_none() || !modules.is_empty();
+        let gpu = (quantizes || gpu_float.is_some()).then(|| {
+            Sizing::new(inv, |t| {
+                let q = quantize_for(quantize, &modules, t);
+                match gpu_float {
+                    Some(f) if !q.applies_to(t) => held_as(t, f, dtype),
+                    _ => q.tensor_bytes(t, dtype),
+                }
             })
         });
         Ctx {
