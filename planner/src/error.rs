@@ -184,6 +184,13 @@ pub enum Error {
         tried: Vec<PathBuf>,
     },
 
+    /// A checkpoint file holds no tensors at all (an empty safetensors header).
+    #[error("`{path}` holds no tensors; it is not a usable checkpoint")]
+    NoTensors {
+        /// The file.
+        path: PathBuf,
+    },
+
     /// A folder holds several safetensors files and no index saying how they fit together.
     #[error(
         "`{path}` holds several safetensors files ({}) and no `model.safetensors.index.json`; pass one file, or the folder of a single checkpoint",

@@ -27,6 +27,11 @@ pub fn read_index(index: &Path) -> Result<Vec<TensorInfo>> {
         .get("weight_map")
         .and_then(Value::as_object)
         .ok_or_else(|| invalid("missing object `weight_map`".into()))?;
+    if weight_map.is_empty() {
+        return Err(invalid(
+            "`weight_map` is empty: the index maps no tensor to a shard".into(),
+        ));
+    }
     let dir = index.parent().unwrap_or(Path::new("."));
 
     // Shard file → tensor names the index assigns to it, shards in first-mention order.

@@ -111,7 +111,13 @@ impl Inventory {
         let config = files.config().map(ModelConfig::from_file).transpose()?;
         let (tensors, paths) = match files {
             ModelFiles::Single { weights, .. } => {
-                (read_header(weights)?.tensors, vec![weights.clone()])
+                let tensors = read_header(weights)?.tensors;
+                if tensors.is_empty() {
+                    return Err(Error::NoTensors {
+                        path: weights.clone(),
+                    });
+                }
+                (tensors, vec![weights.clone()])
             }
             ModelFiles::Sharded { index, .. } => {
                 let tensors = read_index(index)?;
@@ -335,6 +341,20 @@ mod tests {
             }
         }
         out
+    }
+
+    /// An inventory of no tensors (a library caller's empty list) is built and planned
+    /// without a panic.
+    #[test]
+    fn no_tensors_is_an_empty_inventory() {
+        let inv = Inventory::from_tensors(Vec::new(), None, &InventoryOptions::default()).unwrap();
+        assert!(inv.tensors.is_empty());
+        let budgets = crate::Budgets {
+            gpus: vec![],
+            cpu_bytes: 1 << 20,
+            disk_bytes: 1 << 20,
+        };
+        let _ = crate::plan(&inv, &budgets, &crate::PlanOptions::default());
     }
 
     /// Recovering execution order from names alone agrees, at the level placement works on,

@@ -312,7 +312,11 @@ impl<'n> Tree<'n> {
 
     /// Bytes `at..end` of the name that made `node`.
     fn slice(&self, node: &Node, at: usize, end: usize) -> &'n str {
-        &self.tensors[node.name as usize].name[at..end]
+        // The root of an empty inventory was made from no tensor: its name is "".
+        self.tensors
+            .get(node.name as usize)
+            .and_then(|t| t.name.get(at..end))
+            .unwrap_or("")
     }
 
     /// The child of `parent` whose segment is `name[at..end]` of tensor `tensor`, made if new.

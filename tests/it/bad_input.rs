@@ -208,3 +208,27 @@ fn model_that_does_not_fit_anywhere() {
     ]);
     assert_clean_error(&out, &["does not fit", "needs", "--max-memory"]);
 }
+
+#[test]
+fn index_with_an_empty_weight_map() {
+    let dir = tempfile::tempdir().unwrap();
+    let index = p(dir.path(), "model.safetensors.index.json");
+    std::fs::write(&index, r#"{"metadata":{},"weight_map":{}}"#).unwrap();
+    let needles = ["model.safetensors.index.json", "`weight_map` is empty"];
+    assert_clean_error(&plan(dir.path()), &needles);
+    assert_clean_error(&plan(&index), &needles);
+    let load = stowage(&["load", s(dir.path()), "--max-memory", "cpu=1GiB"]);
+    assert_clean_error(&load, &needles);
+}
+
+#[test]
+fn checkpoint_with_no_tensors() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = p(dir.path(), "model.safetensors");
+    for header in ["{}", r#"{"__metadata__":{"format":"pt"}}"#] {
+        write_raw(&path, header, 0);
+        assert_clean_error(&plan(&path), &["model.safetensors", "holds no tensors"]);
+        let load = stowage(&["load", s(&path), "--max-memory", "cpu=1GiB"]);
+        assert_clean_error(&load, &["model.safetensors", "holds no tensors"]);
+    }
+}
