@@ -266,7 +266,8 @@ pub(crate) fn load_store_as<B: Backend>(
             tensor: t.name.clone(),
             dtype: t.dtype,
         };
-        let disk_dtype = t.dtype.sized_as(plan.dtype);
+        // What the plan holds it in (f32 for a module the architecture keeps in f32).
+        let disk_dtype = inventory.dtype_of(t, plan.dtype);
         let stored = match device {
             Device::Gpu(index) => {
                 let gpu = targets.device(device).expect("checked by check_gpus");
@@ -280,7 +281,7 @@ pub(crate) fn load_store_as<B: Backend>(
                     t,
                     path,
                     &file,
-                    plan,
+                    (plan, disk_dtype),
                     (index, gpu),
                     (opts, &targets.transforms),
                 )?;
@@ -537,12 +538,9 @@ pub(crate) fn burn_dtype(dtype: DType) -> Option<burn::tensor::DType> {
 
 /// The dtype a tensor has on a GPU: floats as planned (the plan's GPU float dtype when it has
 /// one), integers as stored when the device holds them, else as i32.
-fn gpu_dtype<B: Backend>(t: &TensorInfo, plan: &Plan, gpu: &B::Device) -> DType {
+fn gpu_dtype<B: Backend>(t: &TensorInfo, float: DType, plan: &Plan, gpu: &B::Device) -> DType {
     if t.dtype.is_float() {
-        return plan
-            .options
-            .gpu_float
-            .unwrap_or_else(|| t.dtype.sized_as(plan.dtype));
+        return plan.options.gpu_float.unwrap_or(float);
     }
     if t.dtype == DType::BOOL {
         return t.dtype;
@@ -594,7 +592,7 @@ fn check_gpus<B: Backend>(
         } else if t.dtype == DType::BOOL {
             t.elems()
         } else {
-            gpu_dtype::<B>(t, plan, gpu)
+            gpu_dtype::<B>(t, inventory.dtype_of(t, plan.dtype), plan, gpu)
                 .bytes_for(t.elems())
                 .unwrap_or(0)
         };
@@ -613,7 +611,7 @@ fn check_gpus<B: Backend>(
         if t.dtype == DType::BOOL || quantized {
             continue;
         }
-        let dtype = gpu_dtype::<B>(t, plan, gpu);
+        let dtype = gpu_dtype::<B>(t, inventory.dtype_of(t, plan.dtype), plan, gpu);
         if !seen.insert((index, dtype)) {
             continue;
         }
@@ -654,7 +652,7 @@ fn upload<B: Backend>(
     t: &TensorInfo,
     path: &Path,
     file: &MappedFile,
-    plan: &Plan,
+    (plan, float): (&Plan, DType),
     (index, gpu): (u32, &B::Device),
     (opts, transforms): (&LoadOptions, &Transforms<B>),
 ) -> Result<Uploaded<B>> {
@@ -680,7 +678,7 @@ fn upload<B: Backend>(
             Ok(())
         }
     };
-    let target = gpu_dtype::<B>(t, plan, gpu);
+    let target = gpu_dtype::<B>(t, float, plan, gpu);
     let held = target.bytes_for(t.elems()).unwrap_or(0);
     let uploaded = |stored, sums| Uploaded {
         stored,

@@ -188,9 +188,43 @@ impl Inventory {
         })
     }
 
-    /// Bytes of one tensor once loaded with `dtype` requested (zero when tied).
+    /// Bytes of one tensor once loaded with `dtype` requested (zero when tied): as
+    /// [`Self::bytes_of`] sizes it.
     pub fn tensor_bytes(&self, index: usize, dtype: Option<DType>) -> u64 {
-        self.tensors[index].bytes_as(dtype)
+        self.bytes_of(&self.tensors[index], dtype)
+    }
+
+    /// Whether `t` is kept in f32 when the model is loaded in f16: a floating tensor inside a
+    /// module the architecture keeps in f32 ([`crate::arch::keep_in_fp32`], e.g. T5's `wo`).
+    pub fn keeps_in_fp32(&self, t: &TensorInfo) -> bool {
+        let keep = self
+            .config
+            .as_ref()
+            .and_then(ModelConfig::model_type)
+            .map_or(&[][..], crate::arch::keep_in_fp32);
+        t.dtype.is_float() && t.name.split('.').any(|segment| keep.contains(&segment))
+    }
+
+    /// The dtype `t` is held in with `dtype` requested: f32 for a tensor the architecture
+    /// keeps in f32 when `dtype` is f16 ([`Self::keeps_in_fp32`]), else `t`'s dtype sized as
+    /// [`DType::sized_as`] says.
+    pub fn dtype_of(&self, t: &TensorInfo, dtype: Option<DType>) -> DType {
+        if dtype == Some(DType::F16) && self.keeps_in_fp32(t) {
+            DType::F32
+        } else {
+            t.dtype.sized_as(dtype)
+        }
+    }
+
+    /// Bytes of `t` once loaded with `dtype` requested (zero when tied), in
+    /// [`Self::dtype_of`].
+    pub fn bytes_of(&self, t: &TensorInfo, dtype: Option<DType>) -> u64 {
+        if t.tied_to.is_some() {
+            return 0;
+        }
+        self.dtype_of(t, dtype)
+            .bytes_for(t.elems())
+            .unwrap_or(u64::MAX)
     }
 
     /// Bytes of a module and everything below it.

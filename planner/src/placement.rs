@@ -375,7 +375,10 @@ pub fn plan(inventory: &Inventory, budgets: &Budgets, opts: &PlanOptions) -> Res
         _ if quantizes => inventory
             .tensors
             .iter()
-            .map(|t| quantize_for(quantize, &modules, t).tensor_bytes(t, dtype))
+            .map(|t| match quantize_for(quantize, &modules, t) {
+                q if q.applies_to(t) => q.tensor_bytes(t, dtype),
+                _ => inventory.bytes_of(t, dtype),
+            })
             .fold(0, u64::saturating_add),
         _ => inventory.total_bytes(dtype),
     };

@@ -494,3 +494,55 @@ fn a_state_dict_in_memory_loads_as_its_checkpoint() {
         .unwrap_err();
     assert!(e.to_string().contains("no tensors"), "{e}");
 }
+
+/// T5 in f16 keeps its feed-forward output projections (`wo`) in f32, as transformers'
+/// `_keep_in_fp32_modules` does: planned at 4 bytes a value, kept f32 on disk, the rest f16.
+#[test]
+fn t5_in_f16_keeps_wo_in_f32() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = serde_json::json!({
+        "model_type": "t5", "architectures": ["T5ForConditionalGeneration"],
+        "d_model": 32, "d_ff": 64, "d_kv": 8, "num_heads": 4, "num_layers": 2,
+        "num_decoder_layers": 2, "vocab_size": 64, "feed_forward_proj": "relu",
+        "relative_attention_num_buckets": 8, "tie_word_embeddings": true,
+    });
+    write_from_config(dir.path(), &config, DType::F32).unwrap();
+    let offload = tempfile::tempdir().unwrap();
+    let planned = Pretrained::new(dir.path())
+        .dtype(DType::F16)
+        .device_map(Device::Disk)
+        .offload_folder(offload.path())
+        .plan()
+        .unwrap();
+    let inv = &planned.inventory;
+    let mut kept = 0;
+    let mut want_total = 0;
+    for t in inv.tensors.iter().filter(|t| t.tied_to.is_none()) {
+        let is_wo = t.name.split('.').any(|s| s == "wo");
+        kept += usize::from(is_wo);
+        let per_value = if is_wo { 4 } else { 2 };
+        assert_eq!(
+            inv.bytes_of(t, Some(DType::F16)),
+            per_value * t.elems(),
+            "{}",
+            t.name
+        );
+        want_total += per_value * t.elems();
+    }
+    assert_eq!(kept, 4, "2 encoder + 2 decoder layers");
+    assert_eq!(planned.plan.total_bytes, want_total);
+
+    let (store, _) = planned.load_store::<B>(&DEV).unwrap();
+    for (name, device, stored) in store.iter() {
+        assert_eq!(device, Device::Disk);
+        let stowage::StoredTensor::Disk(d) = stored else {
+            panic!("{name} not on disk")
+        };
+        let want = if name.split('.').any(|s| s == "wo") {
+            DType::F32
+        } else {
+            DType::F16
+        };
+        assert_eq!(d.dtype, want, "{name}");
+    }
+}

@@ -64,6 +64,16 @@ pub const KNOWN: &[&str] = &[
     "kimi_k2",
 ];
 
+/// The modules an architecture keeps in f32 when the model is loaded in f16 (transformers'
+/// `_keep_in_fp32_modules`): T5's and mT5's feed-forward output projection `wo`, whose
+/// activations overflow f16. Matched against whole segments of a tensor's name.
+pub fn keep_in_fp32(model_type: &str) -> &'static [&'static str] {
+    match model_type {
+        "t5" | "mt5" => &["wo"],
+        _ => &[],
+    }
+}
+
 /// Expands `config` into its tensors, in execution order, stored as `dtype` for floating
 /// tensors (the config's `torch_dtype` when `None`, else F32).
 ///

@@ -210,15 +210,16 @@ impl<'a> Ctx<'a> {
             quantize,
             modules,
         } = held;
-        let device = Sizing::new(inv, |t| t.bytes_as(dtype));
+        let device = Sizing::new(inv, |t| inv.bytes_of(t, dtype));
         let cpu = cpu_float.map(|f| Sizing::new(inv, |t| held_as(t, f, dtype)));
         let quantizes = !quantize.is_none() || !modules.is_empty();
         let gpu = (quantizes || gpu_float.is_some()).then(|| {
             Sizing::new(inv, |t| {
                 let q = quantize_for(quantize, &modules, t);
                 match gpu_float {
-                    Some(f) if !q.applies_to(t) => held_as(t, f, dtype),
-                    _ => q.tensor_bytes(t, dtype),
+                    _ if q.applies_to(t) => q.tensor_bytes(t, dtype),
+                    Some(f) => held_as(t, f, dtype),
+                    None => inv.bytes_of(t, dtype),
                 }
             })
         });
