@@ -22,6 +22,32 @@
 //! # assert!(report.unexpected.is_empty());
 //! # Ok::<(), stowage::Error>(())
 //! ```
+//!
+//! Your own burn module, built with lazy params (nothing is allocated until the checkpoint
+//! fills it), or the name → tensor store (here from a checkpoint the doc writes itself):
+//!
+//! ```
+//! # use burn::prelude::*;
+//! # #[derive(burn::module::Module, Debug)]
+//! # struct Mlp<B: Backend> { up: burn::nn::Linear<B> }
+//! # let dir = tempfile::tempdir().unwrap();
+//! # let mut sd = stowage::StateDict::new();
+//! # sd.insert_f32("up.weight", &[2, 3], &[1., 2., 3., 4., 5., 6.])?;
+//! # sd.insert_f32("up.bias", &[2], &[0.5, -0.5])?;
+//! # sd.write(&dir.path().join("model.safetensors"))?;
+//! use stowage::Pretrained;
+//! let cpu = burn_ndarray::NdArrayDevice::Cpu;
+//! let lazy = Mlp { up: burn::nn::LinearConfig::new(3, 2).init::<burn_ndarray::NdArray>(&cpu) };
+//! let (mlp, report) = Pretrained::new(dir.path()).load_module(lazy, &cpu)?;
+//! let y = mlp.up.forward(Tensor::<_, 2>::from_floats([[1.0, 0.0, 0.0]], &cpu));
+//! # assert_eq!(y.into_data().to_vec::<f32>().unwrap(), [1.5, 3.5]);
+//! # assert!(report.missing.is_empty() && report.unexpected.is_empty());
+//!
+//! let (store, _) = Pretrained::new(dir.path()).load_store::<burn_ndarray::NdArray>(&cpu)?;
+//! let bias = store.float::<1>("up.bias")?;
+//! # assert_eq!(bias.into_data().to_vec::<f32>().unwrap(), [0.5, -0.5]);
+//! # Ok::<(), stowage::Error>(())
+//! ```
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
