@@ -59,6 +59,26 @@ pub enum Error {
         reason: String,
     },
 
+    /// A PyTorch archive (`pytorch_model.bin`) that is malformed or not one.
+    #[error("`{path}`: {reason}")]
+    TorchArchive {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// A PyTorch archive's pickle names a global outside the allow-list: nothing in it is run.
+    #[error(
+        "`{path}`: the pickle uses `{global}`, which a state dict of tensors does not need; refused (nothing in the file was run; only what torch.load(weights_only=True) accepts for a state dict is read)"
+    )]
+    TorchGlobal {
+        /// The file.
+        path: PathBuf,
+        /// `module.name`.
+        global: String,
+    },
+
     /// A tensor entry in a header lacks a field or has one of the wrong type.
     #[error("`{path}`: tensor `{tensor}` has a malformed entry: {reason}")]
     TensorEntryInvalid {

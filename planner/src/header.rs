@@ -50,6 +50,16 @@ pub struct Header {
 /// # Ok::<(), stowage_planner::Error>(())
 /// ```
 pub fn read_header(path: &Path) -> Result<Header> {
+    if crate::torch::starts_as_archive(path) {
+        return crate::torch::read_archive(path);
+    }
+    if crate::torch::named_like_torch(path) {
+        return Err(Error::TorchArchive {
+            path: path.into(),
+            reason: "not a zip archive: only the torch.save format of PyTorch 1.6 and later is read (the legacy format needs running its pickle); load it in PyTorch and save it again, or as safetensors"
+ .into(),
+        });
+    }
     let mut file = File::open(path).map_err(|e| Error::io(path, e))?;
     let file_len = file.metadata().map_err(|e| Error::io(path, e))?.len();
     let mut start = [0u8; 8];

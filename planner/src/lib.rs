@@ -61,6 +61,7 @@ mod runtime;
 mod source;
 mod strategy;
 mod tensor;
+pub mod torch;
 mod units;
 pub use budget::{Budgets, GpuBudget, parse_gpus, parse_max_memory};
 pub use config::ModelConfig;

@@ -1,4 +1,5 @@
-//! Finding a model from what the user typed: a folder, a `.safetensors` file, a
+//! Finding a model from what the user typed: a folder (safetensors first, then PyTorch's
+//! `pytorch_model.bin` or its sharded index, as transformers picks them), a `.safetensors` file, a
 //! `config.json`, a sharded index, or `ORG/NAME[@revision]` in a local Hugging Face cache.
 //!
 //! Resolution never touches the network. When nothing is found the error lists every path
@@ -139,6 +140,39 @@ fn resolve_dir(dir: &Path, variant: Option<&str>) -> Result<ModelFiles> {
         });
     }
     let mut tried = vec![index, single];
+    // PyTorch checkpoints when there is no safetensors one, as transformers does.
+    let (torch_single, torch_index) = match variant {
+        Some(v) => (
+            format!("pytorch_model.{v}.bin"),
+            format!("pytorch_model.bin.index.{v}.json"),
+        ),
+        None => (
+            "pytorch_model.bin".to_string(),
+            "pytorch_model.bin.index.json".to_string(),
+        ),
+    };
+    let has_safetensors = std::fs::read_dir(dir)
+        .map_err(|e| Error::io(dir, e))?
+        .filter_map(|e| e.ok())
+        .any(|e| e.path().extension().is_some_and(|x| x == "safetensors"));
+    if !has_safetensors || variant.is_some() {
+        let torch_index = dir.join(torch_index);
+        if torch_index.is_file() {
+            return Ok(ModelFiles::Sharded {
+                index: torch_index,
+                config,
+            });
+        }
+        let torch_single = dir.join(torch_single);
+        if torch_single.is_file() {
+            return Ok(ModelFiles::Single {
+                weights: torch_single,
+                config,
+            });
+        }
+        tried.push(torch_index);
+        tried.push(torch_single);
+    }
     if variant.is_none() {
         let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
             .map_err(|e| Error::io(dir, e))?

@@ -19,3 +19,4 @@ mod quantize;
 mod quantized;
 mod snapshots;
 mod strategies;
+mod torch;
