@@ -28,6 +28,7 @@ mod pretrained;
 pub mod quantized;
 mod rename;
 mod report;
+mod save;
 pub mod saved;
 mod state_dict;
 mod store;
@@ -54,6 +55,7 @@ pub use pretrained::{
 pub use quantized::{QuantLinear, QuantLinearConfig, QuantizedParam, QuantizedWeight};
 pub use rename::{Rename, Renames};
 pub use report::{Checksum, DeviceLoad, LoadReport, OffloadSummary};
+pub use save::{DEFAULT_MAX_SHARD_BYTES, SaveReport, save_safetensors};
 pub use state_dict::StateDict;
 pub use store::{DiskTensor, StoredTensor, TensorStore};
 

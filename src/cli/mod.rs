@@ -1,6 +1,7 @@
 //! Argument parsing and dispatch for the `stowage` binary.
 
 mod backend;
+mod convert;
 mod demo;
 mod diff;
 mod load;
@@ -50,6 +51,8 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Show what changes between two plans saved with `stowage plan --json`
     Diff(DiffFiles),
+    /// Write a checkpoint (pytorch_model.bin, sharded or not) again as safetensors
+    Convert(convert::ConvertArgs),
 }
 
 /// Arguments of `stowage diff`.
@@ -114,6 +117,7 @@ pub fn run() -> anyhow::Result<ExitCode> {
         Command::Load(args) => load::run(*args, out),
         Command::Run(args) => run::run(*args, out),
         Command::Demo(args) => demo::run(args, out),
+        Command::Convert(args) => convert::run(args, out),
         Command::Diff(files) => {
             let read = |p: &std::path::Path| -> anyhow::Result<serde_json::Value> {
                 let text = std::fs::read_to_string(p)

@@ -206,3 +206,42 @@ fn hostile_and_malformed_archives_are_clear_errors() {
     let e = Pretrained::new(&bin).plan().unwrap_err().to_string();
     assert!(e.contains("pytorch_model-00002-of-00002.bin"), "{e}");
 }
+
+/// `stowage convert` writes the .bin again as safetensors: the very bytes the safetensors
+/// library (the core of `safetensors.torch.save_file`) writes for the same tensors; sharded
+/// above `--max-shard-size`, loading to the same logits.
+#[test]
+fn convert_writes_what_safetensors_writes() {
+    use crate::fixtures::{stderr, stowage};
+    let dir = pair(DType::BF16, &["--shards", "2"]);
+    let (st, bin, out) = (
+        dir.path().join("st"),
+        dir.path().join("bin"),
+        dir.path().join("out"),
+    );
+    let o = stowage(&["convert", bin.to_str().unwrap(), out.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let original = std::fs::read(st.join("model.safetensors")).unwrap();
+    let views = safetensors::SafeTensors::deserialize(&original).unwrap();
+    let metadata = std::collections::HashMap::from([("format".to_string(), "pt".to_string())]);
+    let want = safetensors::serialize(views.tensors(), Some(metadata)).unwrap();
+    let got = std::fs::read(out.join("model.safetensors")).unwrap();
+    assert!(got == want, "not the bytes safetensors writes");
+    assert!(out.join("config.json").is_file());
+
+    let sharded = dir.path().join("sharded");
+    let o = stowage(&[
+        "convert",
+        bin.to_str().unwrap(),
+        sharded.to_str().unwrap(),
+        "--max-shard-size",
+        "40KiB",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(sharded.join("model.safetensors.index.json").is_file());
+    let offload = tempfile::tempdir().unwrap();
+    assert_eq!(
+        run(&sharded, &offload.path().join("a")).0,
+        run(&st, &offload.path().join("b")).0
+    );
+}
