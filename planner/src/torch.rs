@@ -205,6 +205,28 @@ pub(crate) fn named_like_torch(path: &Path) -> bool {
         .is_some_and(|e| matches!(e, "bin" | "pt" | "pth"))
 }
 
+/// A tensor as a pickle describes it: `(name, storage key, dtype, offset in elements, shape)`.
+pub type PickledTensor = (String, String, DType, u64, Vec<u64>);
+
+/// The tensors a state dict's pickle (`data.pkl`) describes: `(name, storage key, dtype,
+/// offset in elements, shape)`, in order, without any archive; `path` only names the file in
+/// errors. What [`read_archive`] runs on the archive's pickle (and what the fuzz target and the
+/// parser sweep drive).
+///
+/// # Errors
+///
+/// As [`read_archive`] for the pickle: a refused global, an opcode a state dict does not use,
+/// a malformed or truncated pickle.
+pub fn tensors_in_pickle(path: &Path, pickle: &[u8]) -> Result<Vec<PickledTensor>> {
+    let value = Machine::new(path, pickle).run()?;
+    let mut found = Vec::new();
+    flatten("", value, &mut found);
+    Ok(found
+        .into_iter()
+        .map(|(name, t)| (name, t.storage.key, t.storage.dtype, t.offset, t.shape))
+        .collect())
+}
+
 /// Reads the first bytes of `path`, to tell an archive from a safetensors file.
 pub(crate) fn starts_as_archive(path: &Path) -> bool {
     let mut head = [0u8; 4];
@@ -743,5 +765,103 @@ fn flatten(prefix: &str, v: V, out: &mut Vec<(String, Tensor)>) {
         }
         V::Tensor(t) => out.push((prefix.to_string(), *t)),
         _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A state dict pickled by Python's pickle in torch.save's layout (`scripts/torch_save.py`):
+    /// `layers.0.w` f32 [2, 3] in storage 0, `layers.0.b` bf16 [3] at offset 1 of storage 1,
+    /// `tied` the same view as `layers.0.w`, and `_metadata`.
+    const SEED: &str = "800263636f6c6c656374696f6e730a4f726465726564446963740a71002952710128580a0000006c61796572732e302e77710263746f7263682e5f7574696c730a5f72656275696c645f74656e736f725f76320a71032828580700000073746f72616765710463746f7263680a466c6f617453746f726167650a71055801000000307106580300000063707571074b06747108514b004b024b038671094b034b0186710a8968002952710b74710c52710d580a0000006c61796572732e302e62710e68032828680463746f7263680a42466c6f6174313653746f726167650a710f580100000031711068074b04747111514b014b038571124b018571138968002952711474711552711658040000007469656471176803282868046805680668074b06747118514b004b024b038671194b034b0186711a8968002952711b74711c52711d757d711e58090000005f6d65746164617461711f680029527120580000000071217d7122580700000076657273696f6e71234b01737373622e";
+
+    fn seed() -> Vec<u8> {
+        (0..SEED.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&SEED[i..i + 2], 16).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn reads_a_state_dict_pickle() {
+        let got = tensors_in_pickle(Path::new("x.bin"), &seed()).unwrap();
+        assert_eq!(
+            got,
+            vec![
+                ("layers.0.w".into(), "0".into(), DType::F32, 0, vec![2, 3]),
+                ("layers.0.b".into(), "1".into(), DType::BF16, 1, vec![3]),
+                ("tied".into(), "0".into(), DType::F32, 0, vec![2, 3]),
+            ]
+        );
+    }
+
+    #[test]
+    fn refuses_globals_by_name() {
+        let evil = b"\x80\x02cposix\nsystem\nq\x00X\x02\x00\x00\x00lsq\x01\x85q\x02Rq\x03.";
+        let e = tensors_in_pickle(Path::new("x.bin"), evil)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`posix.system`") && e.contains("x.bin"), "{e}");
+    }
+
+    /// A billion laughs: a tuple of itself twice, memoized and fetched again and again.
+    #[test]
+    fn exponential_memo_copies_are_bounded() {
+        let mut p = b"\x80\x02)q\x00".to_vec();
+        for _ in 0..64 {
+            p.extend_from_slice(b"h\x00h\x00\x86q\x00");
+        }
+        p.push(b'.');
+        let e = tensors_in_pickle(Path::new("x.bin"), &p)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("too many values copied"), "{e}");
+    }
+
+    /// The parser sweep: mutations of a real state-dict pickle (flipped, inserted, deleted and
+    /// overwritten bytes, truncations) give a result or an error, never a panic.
+    #[test]
+    fn mutated_pickles_never_panic() {
+        let seed = seed();
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let runs: usize = std::env::var("STOWAGE_SWEEP_RUNS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(100_000);
+        let interesting = [
+            0u8, 1, 0x7f, 0x80, 0xff, b'(', b'.', b'c', b'R', b'h', b'q', b'X', b'\n',
+        ];
+        for _ in 0..runs {
+            let mut p = seed.clone();
+            for _ in 0..1 + next() % 4 {
+                let i = (next() as usize) % p.len().max(1);
+                let byte = if next() % 2 == 0 {
+                    interesting[(next() as usize) % interesting.len()]
+                } else {
+                    next() as u8
+                };
+                match next() % 5 {
+                    0 => p[i] ^= 1 << (next() % 8),
+                    1 => p.insert(i, byte),
+                    2 if p.len() > 1 => {
+                        p.remove(i);
+                    }
+                    3 => p.truncate(i),
+                    _ => p[i] = byte,
+                }
+                if p.is_empty() {
+                    break;
+                }
+            }
+            let _ = tensors_in_pickle(Path::new("x.bin"), &p);
+        }
     }
 }
