@@ -422,11 +422,9 @@ impl<'a> Machine<'a> {
     }
 
     fn memo_put(&mut self, k: u32) -> Result<()> {
-        let top = self
-            .stack
-            .last()
-            .cloned()
-            .ok_or_else(|| self.err("empty stack"))?;
+        let n = nodes(self.stack.last().ok_or_else(|| self.err("empty stack"))?);
+        self.copied(n)?;
+        let top = self.stack.last().cloned().expect("checked");
         if self.memo.len() >= MAX_MEMO {
             return Err(self.err("memo too large"));
         }
@@ -440,8 +438,8 @@ impl<'a> Machine<'a> {
             .get(&k)
             .ok_or_else(|| self.err(format!("memo entry {k} was never stored")))?;
         let n = nodes(v);
-        let v = v.clone();
         self.copied(n)?;
+        let v = self.memo[&k].clone();
         self.push(v)
     }
 
@@ -640,11 +638,9 @@ impl<'a> Machine<'a> {
                     self.pop_mark()?;
                 }
                 b'2' => {
-                    let top = self
-                        .stack
-                        .last()
-                        .cloned()
-                        .ok_or_else(|| self.err("DUP on empty"))?;
+                    let n = nodes(self.stack.last().ok_or_else(|| self.err("DUP on empty"))?);
+                    self.copied(n)?;
+                    let top = self.stack.last().cloned().expect("checked");
                     self.push(top)?;
                 }
                 other => {
@@ -818,6 +814,32 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("too many values copied"), "{e}");
+    }
+
+    /// The same with DUP: `(x, x)` of a value duplicated on the stack, 64 times.
+    #[test]
+    fn exponential_dup_copies_are_bounded() {
+        let mut p = b"\x80\x02)".to_vec();
+        for _ in 0..64 {
+            p.extend_from_slice(b"2\x86");
+        }
+        p.push(b'.');
+        let e = tensors_in_pickle(Path::new("x.bin"), &p)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("too many values copied"), "{e}");
+    }
+
+    /// Found by the fuzzer (an out-of-memory before copies were counted first): DUPs and
+    /// TUPLE2s that double a value.
+    #[test]
+    fn fuzz_regression_dup_doubling() {
+        let h = "8c0032323232323232328686868686323232323232323232323232323232323232323232868686868686868686868686868686868686868686863232323232323232328686868632323286868686863232323232323232323232323232323232323232328686868686868686868686868686868686868686868632323232323232323286868686323232323232323232323232323232323232323232863232323232323232323232323232323232323232328686868686868686868686868686868686868682868632323232323232323232328686863232868686868686867c8686323233";
+        let p: Vec<u8> = (0..h.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&h[i..i + 2], 16).unwrap())
+            .collect();
+        assert!(tensors_in_pickle(Path::new("x.bin"), &p).is_err());
     }
 
     /// The parser sweep: mutations of a real state-dict pickle (flipped, inserted, deleted and
