@@ -12,6 +12,7 @@
 
 mod backend;
 pub mod builtin;
+mod checksum;
 mod convert;
 mod cube;
 mod error;
@@ -31,6 +32,7 @@ mod report;
 pub mod saved;
 mod store;
 pub mod synthetic;
+mod temp_file;
 
 pub use backend::{BackendChoice, ChosenBackend, Targets, choose_backend};
 #[cfg(any(feature = "cuda", feature = "wgpu"))]
