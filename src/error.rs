@@ -151,6 +151,21 @@ pub enum Error {
         reason: String,
     },
 
+    /// `verify`: an offloaded tensor read at run time does not hold the bytes written for it.
+    #[error(
+        "`{path}`: offloaded tensor `{tensor}` fails its checksum (xxh3-64 {got}, {expected} when written); the offload folder changed after this load checked it: load again, which rewrites the tensor"
+    )]
+    OffloadCorrupt {
+        /// The offload data file.
+        path: PathBuf,
+        /// The tensor.
+        tensor: String,
+        /// The hash recorded when it was written.
+        expected: String,
+        /// The hash of what was read.
+        got: String,
+    },
+
     /// The plan does not belong to this inventory.
     #[error("the plan does not match the model: {reason}; plan this model again")]
     PlanMismatch {

@@ -12,6 +12,7 @@
 
 mod backend;
 pub mod builtin;
+mod checksum;
 mod convert;
 mod cube;
 mod error;
@@ -33,6 +34,7 @@ pub mod saved;
 mod state_dict;
 mod store;
 pub mod synthetic;
+mod temp_file;
 
 pub use backend::{BackendChoice, ChosenBackend, Targets, choose_backend};
 #[cfg(any(feature = "cuda", feature = "wgpu"))]

@@ -40,7 +40,9 @@ pub struct LoadOptions {
     /// equal the same checksum of the values the file says it holds, taken on the host (see
     /// [`DeviceTransforms`](crate::DeviceTransforms) for what is summed); a difference is an
     /// error naming the tensor and its file. Needs targets with device transforms
-    /// ([`Targets::with_device_transforms`]; `GpuBackend`'s GPU targets have them).
+    /// ([`Targets::with_device_transforms`]; `GpuBackend`'s GPU targets have them). Also
+    /// checks each tensor of the offload folder against the checksum written with it whenever
+    /// it is read in at run time ([`Error::OffloadCorrupt`](crate::Error::OffloadCorrupt)).
     pub verify: bool,
     /// Progress callback.
     pub progress: Option<Box<Progress>>,
@@ -447,9 +449,18 @@ pub(crate) fn load_store_as<B: Backend>(
         let tensors: Vec<OffloadTensor> = to_offload.iter().map(|(_, t)| t.clone()).collect();
         let done_offload =
             offload::prepare(&opts.offload_folder, &inventory.fingerprints, &tensors)?;
-        for ((i, t), (_, disk)) in to_offload.iter().zip(done_offload.tensors) {
+        for (((i, t), (_, disk)), hash) in to_offload
+            .iter()
+            .zip(done_offload.tensors)
+            .zip(&done_offload.hashes)
+        {
             *actual.entry(Device::Disk).or_default() += disk.end - disk.start;
             let _ = t;
+            if opts.verify {
+                store
+                    .offload_hashes
+                    .insert((disk.path.clone(), disk.start), *hash);
+            }
             slots[*i] = Some((Device::Disk, StoredTensor::Disk(disk)));
         }
         report.offload = Some(OffloadSummary {
@@ -457,6 +468,8 @@ pub(crate) fn load_store_as<B: Backend>(
             tensors: tensors.len(),
             written_bytes: done_offload.written_bytes,
             reused: done_offload.reused,
+            repaired: done_offload.repaired,
+            removed_leftovers: done_offload.removed_leftovers,
         });
     }
 

@@ -41,6 +41,10 @@ pub struct OffloadSummary {
     pub written_bytes: u64,
     /// Whether a matching folder was reused.
     pub reused: bool,
+    /// Tensors of a reused folder whose bytes failed their checksum and were rewritten.
+    pub repaired: Vec<String>,
+    /// Temp files that killed loads had left in the folder, removed: path and length.
+    pub removed_leftovers: Vec<(PathBuf, u64)>,
 }
 
 /// The outcome of [`crate::load_store`].

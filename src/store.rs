@@ -91,6 +91,9 @@ pub struct TensorStore<B: Backend> {
     /// Matrices read in from disk as their transpose, held as a transposed view
     /// ([`crate::load::HostLayout::Transposed`]).
     pub(crate) transposed: HashSet<String>,
+    /// Under `verify`: the checksum of each offloaded tensor, by file and first byte, checked
+    /// whenever it is read in.
+    pub(crate) offload_hashes: HashMap<(PathBuf, u64), u64>,
 }
 
 impl<B: Backend> TensorStore<B> {
@@ -100,12 +103,30 @@ impl<B: Backend> TensorStore<B> {
             index: HashMap::new(),
             host,
             transposed: HashSet::new(),
+            offload_hashes: HashMap::new(),
         }
     }
 
     pub(crate) fn insert(&mut self, name: String, device: Device, tensor: StoredTensor<B>) {
         self.index.insert(name.clone(), self.entries.len());
         self.entries.push((name, device, tensor));
+    }
+
+    /// Reads disk tensor `name` in, checking it against its checksum where one is kept.
+    fn read_disk(&self, name: &str, d: &DiskTensor) -> Result<Vec<u8>> {
+        let bytes = d.read()?;
+        if let Some(&expected) = self.offload_hashes.get(&(d.path.clone(), d.start)) {
+            let got = crate::checksum::of(&bytes);
+            if got != expected {
+                return Err(Error::OffloadCorrupt {
+                    path: d.path.clone(),
+                    tensor: name.to_string(),
+                    expected: crate::checksum::to_hex(expected),
+                    got: crate::checksum::to_hex(got),
+                });
+            }
+        }
+        Ok(bytes)
     }
 
     /// Number of tensors.
@@ -188,7 +209,7 @@ impl<B: Backend> TensorStore<B> {
                 B::float_reshape(p.clone(), Shape::from(dims.to_vec())),
             ))),
             StoredTensor::Disk(d) => {
-                let bytes = d.read()?;
+                let bytes = self.read_disk(name, d)?;
                 if let [rows, cols] = dims[..]
                     && d.shape.as_slice() == dims
                     && self.transposed.contains(name)
@@ -229,7 +250,8 @@ impl<B: Backend> TensorStore<B> {
                 Shape::from(dims.to_vec()),
             ))),
             StoredTensor::Disk(d) => {
-                let values = convert::to_i64(d.dtype, &d.read()?).ok_or_else(wrong)?;
+                let values =
+                    convert::to_i64(d.dtype, &self.read_disk(name, d)?).ok_or_else(wrong)?;
                 Ok(Tensor::from_data(
                     TensorData::new(values, dims.to_vec()),
                     &self.host,
@@ -263,7 +285,7 @@ impl<B: Backend> TensorStore<B> {
                 Shape::from(dims.to_vec()),
             ))),
             StoredTensor::Disk(d) => {
-                let values = convert::to_bool(&d.read()?);
+                let values = convert::to_bool(&self.read_disk(name, d)?);
                 Ok(Tensor::from_data(
                     TensorData::new(values, dims.to_vec()),
                     &self.host,

@@ -27,7 +27,10 @@ each is held.
 
 --verify proves the GPU tensors bit-exact without copying them back: each one's checksum is
 taken on its device and compared with the same checksum of the values the file says it holds,
-taken on the host; a difference is an error naming the tensor and its file.
+taken on the host; a difference is an error naming the tensor and its file. It also checks
+each tensor of --offload-folder against the checksum (XXH3-64) written with it whenever it is
+read in. Every load that reuses an offload folder checks those checksums: a tensor that fails
+is rewritten from the checkpoint and named on stderr.
 
 Examples:
   stowage load ./Llama-3-8B --max-memory cpu=8GiB
@@ -122,6 +125,8 @@ fn report_json(spec: &str, r: &LoadReport) -> Value {
         "disk_in_place": r.disk_in_place,
         "offload": r.offload.as_ref().map(|o| json!({
             "folder": o.folder, "tensors": o.tensors, "written_bytes": o.written_bytes, "reused": o.reused,
+            "repaired": o.repaired,
+            "removed_leftovers": o.removed_leftovers.iter().map(|(p, len)| json!({"path": p, "bytes": len})).collect::<Vec<_>>(),
         })),
         "devices": r.devices.iter().map(|d| json!({
             "device": d.device.to_json(), "planned_bytes": d.planned_bytes, "actual_bytes": d.actual_bytes,

@@ -509,3 +509,42 @@ fn a_write_failing_midway_leaves_nothing_a_later_load_trusts() {
     );
     assert_values(&store, &src, |_, _| Dtype::F16);
 }
+
+/// A byte flipped inside the offload data file (length unchanged) is caught on the next load
+/// that reuses the folder: that tensor is rewritten from the checkpoint, named in the report,
+/// and the values served are the checkpoint's.
+#[test]
+fn a_flipped_byte_in_the_offload_folder_is_caught_and_repaired() {
+    use stowage::{DType, Device, Pretrained};
+    let dir = tempfile::tempdir().unwrap();
+    let config = stowage::synthetic::tiny_config("llama", 3).unwrap();
+    stowage::synthetic::write_from_config(dir.path(), &config, DType::F32).unwrap();
+    let offload = tempfile::tempdir().unwrap();
+    let load = || {
+        Pretrained::new(dir.path())
+            .max_memory_str("cpu=16KiB")
+            .max_memory(Device::Disk, 1 << 30)
+            .max_seq_len(0)
+            .dtype(DType::BF16)
+            .offload_folder(offload.path())
+            .checksums(true)
+            .load_store::<burn_ndarray::NdArray>(&burn_ndarray::NdArrayDevice::Cpu)
+            .unwrap()
+            .1
+    };
+    let first = load();
+    let summary = first.offload.as_ref().expect("offloaded");
+    assert!(!summary.reused && summary.written_bytes > 0);
+    let data = offload.path().join("stowage-offload.safetensors");
+    let mut bytes = std::fs::read(&data).unwrap();
+    let n = bytes.len();
+    bytes[n - 3] ^= 0x40;
+    std::fs::write(&data, &bytes).unwrap();
+    let second = load();
+    let summary = second.offload.as_ref().unwrap();
+    assert!(summary.reused);
+    assert_eq!(summary.repaired.len(), 1, "{:?}", summary.repaired);
+    assert_eq!(first.checksums, second.checksums, "the checkpoint's values");
+    let third = load();
+    assert!(third.offload.as_ref().unwrap().repaired.is_empty());
+}

@@ -204,6 +204,8 @@ fn library_and_cli_load_the_same() {
         "disk_in_place": report.disk_in_place,
         "offload": report.offload.as_ref().map(|o| serde_json::json!({
             "folder": o.folder, "tensors": o.tensors, "written_bytes": o.written_bytes, "reused": o.reused,
+            "repaired": o.repaired,
+            "removed_leftovers": o.removed_leftovers.iter().map(|(p, len)| serde_json::json!({"path": p, "bytes": len})).collect::<Vec<_>>(),
         })),
         "devices": report.devices.iter().map(|d| serde_json::json!({
             "device": d.device.to_json(), "planned_bytes": d.planned_bytes, "actual_bytes": d.actual_bytes,
