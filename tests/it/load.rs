@@ -424,7 +424,7 @@ fn a_config_alone_has_nothing_to_load() {
 /// `SIGXFSZ` ignored so that a write past it fails with `EFBIG` as a full disk fails with
 /// `ENOSPC`): the offload writer's error path, on a real filesystem.
 #[allow(unsafe_code)]
-fn stowage_with_file_cap(args: &[&str], max_file_bytes: u64) -> std::process::Output {
+pub(crate) fn stowage_with_file_cap(args: &[&str], max_file_bytes: u64) -> std::process::Output {
     use std::os::unix::process::CommandExt;
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_stowage"));
     cmd.args(args).env("NO_COLOR", "1").env_remove("RUST_LOG");

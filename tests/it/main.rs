@@ -14,6 +14,7 @@ mod load;
 mod minilm_fixture;
 mod models;
 mod module;
+mod offload;
 mod pretrained;
 mod quantize;
 mod quantized;
