@@ -70,7 +70,10 @@ fn main() {
         let n: usize = rest.split('.').next().unwrap().parse().unwrap();
         if n % 2 == 1 {
             *d = Device::Disk;
-            if let TensorSource::File { path, start, end } = &t.source {
+            if let TensorSource::File {
+                path, start, end, ..
+            } = &t.source
+            {
                 offloaded.push((path.clone(), *start, *end));
             }
             if !disk_layers.contains(&n) {

@@ -2,7 +2,7 @@
 """Writes a safetensors checkpoint again in PyTorch's torch.save format, without PyTorch.
 
     torch_save.py IN.safetensors OUT_DIR [--shards N] [--tie NAME=OWNER] [--transpose NAME]
-                  [--global MODULE.NAME] [--compress]
+                  [--padded NAME] [--global MODULE.NAME] [--compress]
 
 The archive is what torch.save (PyTorch >= 1.6) writes for a state dict: a zip of stored
 entries `archive/data.pkl` (pickle protocol 2: an OrderedDict with `_metadata`, each tensor a
@@ -10,7 +10,8 @@ entries `archive/data.pkl` (pickle protocol 2: an OrderedDict with `_metadata`, 
 (each storage's bytes, aligned to 64 bytes), `archive/byteorder` and `archive/version`.
 Python's own pickle module writes the pickle, with stand-ins registered under torch's names.
 --tie makes NAME share OWNER's storage; --transpose stores NAME as a transposed (non-contiguous)
-view; --global adds an entry whose value is a call of that global (a hostile pickle);
+view; --padded stores NAME as a view of a wider storage (a slice, as `w[:, :c]` of a padded
+matrix, at an offset: non-contiguous rows); --global adds an entry whose value is a call of that global (a hostile pickle);
 --compress deflates the data entries; --shards N writes pytorch_model-0000i-of-0000N.bin and
 pytorch_model.bin.index.json instead of pytorch_model.bin.
 """
@@ -72,7 +73,7 @@ class Pickler(pickle.Pickler):
             return (f, ("echo pwned > /tmp/stowage-pwned",))
         return NotImplemented
 
-def write_archive(path, tensors, ties, transposed, hostile, compress):
+def write_archive(path, tensors, ties, transposed, hostile, compress, padded=()):
     storages, sd = {}, collections.OrderedDict()
     for name, (dtype, shape, data) in tensors.items():
         if name in ties:
@@ -85,6 +86,12 @@ def write_archive(path, tensors, ties, transposed, hostile, compress):
             t = b"".join(data[(i * c + j) * k:(i * c + j + 1) * k] for j in range(c) for i in range(r))
             st = Storage(str(len(storages)), dtype, t); storages[st.key] = st
             sd[name] = Tensor(st, 0, shape, [1, r]); continue
+        if name in padded and len(shape) == 2:
+            # 3 elements of junk first, and 3 more after each row.
+            r, c = shape; k = SIZE[dtype]; junk = b"\xab" * (3 * k)
+            t = junk + b"".join(data[i * c * k:(i + 1) * c * k] + junk for i in range(r))
+            st = Storage(str(len(storages)), dtype, t); storages[st.key] = st
+            sd[name] = Tensor(st, 3, shape, [c + 3, 1]); continue
         st = Storage(str(len(storages)), dtype, data); storages[st.key] = st
         sd[name] = Tensor(st, 0, shape, contiguous_stride(shape))
     for g in hostile:
@@ -107,13 +114,14 @@ def write_archive(path, tensors, ties, transposed, hostile, compress):
 
 def main(argv):
     src, out = argv[0], argv[1]
-    shards, ties, transposed, hostile, compress = 1, {}, set(), [], False
+    shards, ties, transposed, padded, hostile, compress = 1, {}, set(), set(), [], False
     i = 2
     while i < len(argv):
         a = argv[i]
         if a == "--shards": shards = int(argv[i + 1]); i += 2
         elif a == "--tie": n, o = argv[i + 1].split("="); ties[n] = o; i += 2
         elif a == "--transpose": transposed.add(argv[i + 1]); i += 2
+        elif a == "--padded": padded.add(argv[i + 1]); i += 2
         elif a == "--global": hostile.append(argv[i + 1]); i += 2
         elif a == "--compress": compress = True; i += 1
         else: raise SystemExit(f"unknown argument {a}")
@@ -121,13 +129,14 @@ def main(argv):
     for n, o in ties.items():
         tensors.setdefault(n, tensors[o])
     if shards == 1:
-        write_archive(f"{out}/pytorch_model.bin", tensors, ties, transposed, hostile, compress)
+        write_archive(f"{out}/pytorch_model.bin", tensors, ties, transposed, hostile, compress, padded)
         return
     names = list(tensors); per = -(-len(names) // shards); weight_map = {}
     for s in range(shards):
         part = collections.OrderedDict((n, tensors[n]) for n in names[s * per:(s + 1) * per])
         fname = f"pytorch_model-{s + 1:05d}-of-{shards:05d}.bin"
-        write_archive(f"{out}/{fname}", part, {}, transposed, hostile if s == 0 else [], compress)
+        write_archive(f"{out}/{fname}", part, {}, transposed, hostile if s == 0 else [], compress,
+                      padded)
         weight_map.update({n: fname for n in part})
     json.dump({"metadata": {}, "weight_map": weight_map}, open(f"{out}/pytorch_model.bin.index.json", "w"))
 

@@ -246,7 +246,13 @@ pub(crate) fn load_store_as<B: Backend>(
             continue;
         }
         let device = plan.tensor_devices[i];
-        let TensorSource::File { path, start, end } = &t.source else {
+        let TensorSource::File {
+            path,
+            start,
+            end,
+            strides,
+        } = &t.source
+        else {
             return Err(Error::PlanMismatch {
                 reason: format!(
                     "tensor `{}` comes from a config, not a checkpoint: there are no weights to load",
@@ -262,6 +268,19 @@ pub(crate) fn load_store_as<B: Backend>(
                 now: (file.len() as u64, 0),
             }));
         }
+        // A strided view (a PyTorch tensor saved without `.contiguous()`) is gathered in
+        // row-major order into a buffer of its own, which stands in for the file from here on.
+        let mapped = file.clone();
+        let (file, start, end) = match strides {
+            // Disk-bound views are gathered when the folder is written, one at a time.
+            Some(_) if device != Device::Disk => {
+                let bytes = t.contiguous(file.slice(*start, *end)).into_owned();
+                file.release(*start, *end);
+                let len = bytes.len() as u64;
+                (MappedFile::in_memory(path, bytes), 0, len)
+            }
+            _ => (file, *start, *end),
+        };
         let shape: Vec<usize> = t.shape.iter().map(|&d| d as usize).collect();
         let unsupported = || Error::UnsupportedDType {
             path: path.clone(),
@@ -282,7 +301,7 @@ pub(crate) fn load_store_as<B: Backend>(
                 } = upload(
                     t,
                     path,
-                    &file,
+                    (&file, start, end),
                     (plan, disk_dtype),
                     (index, gpu),
                     (opts, &targets.transforms),
@@ -291,7 +310,7 @@ pub(crate) fn load_store_as<B: Backend>(
                 report.widened_on_device += usize::from(widened);
                 report.verified += usize::from(opts.verify);
                 report.quantized.extend(quantized);
-                file.release(*start, *end);
+                file.release(start, end);
                 if let Some((sum, abs_sum)) = sums {
                     report.checksums.push((
                         t.name.clone(),
@@ -311,12 +330,13 @@ pub(crate) fn load_store_as<B: Backend>(
                 }
                 continue;
             }
-            Device::Disk if disk_dtype == t.dtype => {
+            // Served from the checkpoint itself when the folder would hold the same bytes.
+            Device::Disk if disk_dtype == t.dtype && t.is_contiguous() => {
                 report.disk_in_place += 1;
                 StoredTensor::Disk(DiskTensor {
                     path: path.clone(),
-                    start: *start,
-                    end: *end,
+                    start,
+                    end,
                     dtype: t.dtype,
                     shape: shape.clone(),
                 })
@@ -326,15 +346,16 @@ pub(crate) fn load_store_as<B: Backend>(
                     i,
                     OffloadTensor {
                         name: t.name.clone(),
-                        file: file.clone(),
-                        start: *start,
-                        end: *end,
+                        file: mapped,
+                        start,
+                        end,
+                        strides: strides.clone(),
                         stored: t.dtype,
                         target: disk_dtype,
                         shape: shape.clone(),
                     },
                 ));
-                done += end - start;
+                done += t.stored_bytes();
                 report.bytes_read += end - start;
                 if let Some(p) = &opts.progress {
                     p(done, total);
@@ -342,7 +363,7 @@ pub(crate) fn load_store_as<B: Backend>(
                 continue;
             }
             Device::Cpu => {
-                let bytes = file.slice(*start, *end);
+                let bytes = file.slice(start, end);
                 if t.dtype.is_float() {
                     let aligned = (bytes.as_ptr() as usize).is_multiple_of(4);
                     let layout = layouts.get(&t.name).copied().unwrap_or_default();
@@ -362,7 +383,7 @@ pub(crate) fn load_store_as<B: Backend>(
                         };
                         let values = convert::to_f32_transposed(t.dtype, bytes, rows, cols)
                             .ok_or_else(unsupported)?;
-                        file.release(*start, *end);
+                        file.release(start, end);
                         let data = TensorData::new(values, [cols, rows]);
                         (
                             B::float_swap_dims(B::float_from_data(data, host), 0, 1),
@@ -375,7 +396,7 @@ pub(crate) fn load_store_as<B: Backend>(
                     {
                         // Zero copy: burn-ndarray keeps the mapped pages as its storage.
                         let data = TensorData::from_bytes(
-                            Bytes::from_shared(file.shared(*start, *end), AllocationProperty::File),
+                            Bytes::from_shared(file.shared(start, end), AllocationProperty::File),
                             shape.clone(),
                             burn::tensor::DType::F32,
                         );
@@ -385,7 +406,7 @@ pub(crate) fn load_store_as<B: Backend>(
                         (B::float_from_data(data, host), sums)
                     } else {
                         let values = convert::to_f32(t.dtype, bytes).ok_or_else(unsupported)?;
-                        file.release(*start, *end);
+                        file.release(start, end);
                         let sums = opts.checksums.then(|| convert::sums_f32(&values));
                         (
                             B::float_from_data(TensorData::new(values, shape.clone()), host),
@@ -664,14 +685,11 @@ struct Uploaded<B: Backend> {
 fn upload<B: Backend>(
     t: &TensorInfo,
     path: &Path,
-    file: &MappedFile,
+    (file, start, end): (&MappedFile, u64, u64),
     (plan, float): (&Plan, DType),
     (index, gpu): (u32, &B::Device),
     (opts, transforms): (&LoadOptions, &Transforms<B>),
 ) -> Result<Uploaded<B>> {
-    let TensorSource::File { start, end, .. } = t.source else {
-        unreachable!("the caller checked the source")
-    };
     let bytes = file.slice(start, end);
     let shape: Vec<usize> = t.shape.iter().map(|&d| d as usize).collect();
     let unsupported = || Error::UnsupportedDType {

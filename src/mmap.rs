@@ -11,6 +11,9 @@ pub struct MappedFile {
     path: PathBuf,
     /// The mapping, owned by a refcounted `bytes::Bytes` so zero-copy tensors keep it alive.
     bytes: bytes::Bytes,
+    /// Whether `bytes` map the file (else they are in memory, and [`MappedFile::release`]
+    /// leaves them be).
+    mapped: bool,
 }
 
 impl std::fmt::Debug for MappedFile {
@@ -36,7 +39,18 @@ impl MappedFile {
         Ok(MappedFile {
             path: path.to_path_buf(),
             bytes: bytes::Bytes::from_owner(map),
+            mapped: true,
         })
+    }
+
+    /// Bytes in memory that stand in for a part of `path` (a strided tensor gathered in
+    /// row-major order), served through the same calls as a mapping.
+    pub(crate) fn in_memory(path: &Path, bytes: Vec<u8>) -> MappedFile {
+        MappedFile {
+            path: path.to_path_buf(),
+            bytes: bytes::Bytes::from(bytes),
+            mapped: false,
+        }
     }
 
     /// The file's path.
@@ -63,6 +77,10 @@ impl MappedFile {
     /// does not keep the whole checkpoint resident as file pages. Views handed out earlier stay
     /// valid: the pages are read again from the page cache or the file if touched.
     pub fn release(&self, start: u64, end: u64) {
+        if !self.mapped {
+            // Dropping the pages of heap memory would zero them.
+            return;
+        }
         let page = 4096u64;
         let base = self.bytes.as_ptr() as usize as u64;
         // Only whole pages inside the range are released.

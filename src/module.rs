@@ -892,7 +892,13 @@ impl<B: Backend> Loader<'_, B> {
         (transpose, hold, seen_transposed): (bool, bool, bool),
         device: &B::Device,
     ) -> Result<Tensor<B, D>> {
-        let TensorSource::File { path, start, end } = &source.source else {
+        let TensorSource::File {
+            path,
+            start,
+            end,
+            strides,
+        } = &source.source
+        else {
             return Err(Error::PlanMismatch {
                 reason: format!(
                     "tensor `{}` comes from a config, not a checkpoint: there are no weights to load",
@@ -913,7 +919,23 @@ impl<B: Backend> Loader<'_, B> {
             tensor: source.name.clone(),
             dtype: source.dtype,
         };
-        let bytes = bytes::Bytes::from(disk.read()?);
+        let bytes = match strides {
+            None => bytes::Bytes::from(disk.read()?),
+            // A strided view, gathered in row-major order.
+            Some(_) => {
+                let file = crate::mmap::MappedFile::open(path)?;
+                if *end as usize > file.len() {
+                    return Err(Error::Plan(stowage_planner::Error::FileChanged {
+                        path: path.clone(),
+                        then: (*end, 0),
+                        now: (file.len() as u64, 0),
+                    }));
+                }
+                let gathered = source.contiguous(file.slice(*start, *end)).into_owned();
+                file.release(*start, *end);
+                bytes::Bytes::from(gathered)
+            }
+        };
         // The GPU it goes to, if it goes to one: `verify` proves weights there.
         let gpu = self.gpus.iter().position(|g| g == device).map(|i| i as u32);
         let site = Site {

@@ -42,6 +42,10 @@ pub struct OffloadTensor {
     pub start: u64,
     /// End of that range.
     pub end: u64,
+    /// The strides in elements when the source holds a non-contiguous view (see
+    /// [`stowage_planner::TensorSource::File`]): its elements are gathered in row-major order
+    /// when written. `None` for contiguous bytes.
+    pub strides: Option<Vec<u64>>,
     /// Stored dtype.
     pub stored: DType,
     /// dtype to write.
@@ -185,7 +189,7 @@ pub fn prepare(
     let layout = Layout::of(tensors);
     let key = json!({
         "sources": sources.iter().map(|f| json!({"path": f.path, "len": f.len, "mtime_ns": f.mtime_ns.to_string()})).collect::<Vec<_>>(),
-        "tensors": tensors.iter().map(|t| json!({"name": t.name, "from": [t.file.path(), t.start, t.end, t.stored.as_str()], "dtype": t.target.as_str(), "shape": t.shape})).collect::<Vec<_>>(),
+        "tensors": tensors.iter().map(|t| json!({"name": t.name, "from": [t.file.path(), t.start, t.end, t.stored.as_str(), t.strides], "dtype": t.target.as_str(), "shape": t.shape})).collect::<Vec<_>>(),
     });
     let placed = || -> Vec<(String, DiskTensor)> {
         tensors
@@ -339,8 +343,17 @@ fn check_and_repair(
 
 /// `t`'s bytes as the folder holds them: read from its source and converted.
 fn converted(t: &OffloadTensor) -> Result<Vec<u8>> {
-    let src = t.file.slice(t.start, t.end);
-    let values = convert::to_f32(t.stored, src).ok_or_else(|| Error::UnsupportedDType {
+    let span = t.file.slice(t.start, t.end);
+    let src = match &t.strides {
+        Some(strides) => std::borrow::Cow::Owned(stowage_planner::gather_strided(
+            span,
+            &t.shape.iter().map(|&d| d as u64).collect::<Vec<_>>(),
+            strides,
+            t.stored.bits() / 8,
+        )),
+        None => std::borrow::Cow::Borrowed(span),
+    };
+    let values = convert::to_f32(t.stored, &src).ok_or_else(|| Error::UnsupportedDType {
         path: t.file.path().to_path_buf(),
         tensor: t.name.clone(),
         dtype: t.stored,

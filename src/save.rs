@@ -168,14 +168,17 @@ fn write_file(
                 path: src,
                 start,
                 end,
+                ..
             } = &t.source
             else {
                 unreachable!("checked: every tensor comes from a file")
             };
             let file = &files[src];
-            f.write_all(file.slice(*start, *end))?;
+            // A strided view (a PyTorch tensor saved without `.contiguous()`) is written in
+            // row-major order, as safetensors holds every tensor.
+            f.write_all(&t.contiguous(file.slice(*start, *end)))?;
             file.release(*start, *end);
-            progress(end - start);
+            progress(t.stored_bytes());
         }
         Ok(())
     })

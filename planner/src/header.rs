@@ -207,6 +207,7 @@ fn parse_json(path: &Path, json: &[u8], file_len: u64) -> Result<Header> {
                 path: path.into(),
                 start: abs(r.start)?,
                 end: abs(r.end)?,
+                strides: None,
             },
             name: r.name,
             dtype: r.dtype,
@@ -336,7 +337,8 @@ mod tests {
             TensorSource::File {
                 path: path.clone(),
                 start: start + 8,
-                end: start + 16
+                end: start + 16,
+                strides: None,
             }
         );
         assert_eq!(h.metadata["format"], "pt");

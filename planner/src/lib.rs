@@ -81,5 +81,5 @@ pub use quantize::{Quantize, QuantizeAs, QuantizeModule, quantize_for};
 pub use runtime::{RuntimeCosts, RuntimeOptions};
 pub use source::{ModelFiles, SourceOptions, hub_cache_dirs, resolve};
 pub use strategy::{Compat, OffloadOrder, Strategy};
-pub use tensor::{TensorInfo, TensorSource};
+pub use tensor::{TensorInfo, TensorSource, gather_strided};
 pub use units::{format_bytes, parse_size};

@@ -39,14 +39,16 @@ pub fn is_archive(bytes: &[u8]) -> bool {
 
 /// Reads the tensors of a `torch.save` archive without reading their data: names, dtypes,
 /// shapes and the byte range of each inside the file, in the pickle's order; tensors that
-/// share a storage at the same offset and shape are tied ([`TensorInfo::tied_to`]).
+/// share a storage at the same offset, shape and strides are tied ([`TensorInfo::tied_to`]).
+/// A non-contiguous view keeps its strides ([`TensorSource::File`]'s `strides`): the loader
+/// gathers it.
 ///
 /// # Errors
 ///
 /// A file that is not a zip archive, a compressed or missing entry, a pickle that uses a
 /// global outside the allow-list or an opcode a state dict does not use, a storage offset or
-/// size past its entry, a non-contiguous tensor, or no tensor at all: each names the file
-/// (and the tensor or global).
+/// size past its entry (a strided view's last element included), or no tensor at all: each
+/// names the file (and the tensor or global).
 pub fn read_archive(path: &Path) -> Result<Header> {
     let bad = |reason: String| Error::TorchArchive {
         path: path.into(),
@@ -118,7 +120,7 @@ pub fn read_archive(path: &Path) -> Result<Header> {
     }
 
     let mut tensors: Vec<TensorInfo> = Vec::with_capacity(found.len());
-    let mut owners: HashMap<(String, u64, Vec<u64>), String> = HashMap::new();
+    let mut owners: HashMap<(String, u64, Vec<u64>, Vec<u64>), String> = HashMap::new();
     let mut seen = std::collections::HashSet::new();
     for (name, t) in found {
         let entry = format!("{prefix}data/{}", t.storage.key);
@@ -135,20 +137,39 @@ pub fn read_archive(path: &Path) -> Result<Header> {
             .iter()
             .try_fold(1u64, |n, &d| n.checked_mul(d))
             .ok_or_else(|| bad(format!("tensor `{name}`: shape {:?} overflows", t.shape)))?;
-        // Row-major strides, as a contiguous tensor has (size-1 dimensions may have any).
+        // Row-major strides, as a contiguous tensor has (size-1 dimensions may have any);
+        // others are kept, and the loader gathers the view.
+        if t.stride.len() != t.shape.len() {
+            return Err(bad(format!(
+                "tensor `{name}`: {} strides for {} dimensions",
+                t.stride.len(),
+                t.shape.len()
+            )));
+        }
         let mut want = 1u64;
+        let mut contiguous = true;
         for (&d, &s) in t.shape.iter().zip(&t.stride).rev() {
-            if d != 1 && s != want {
-                return Err(bad(format!(
-                    "tensor `{name}` is not contiguous (shape {:?}, strides {:?}); save it with \
-                     `.contiguous()` (stowage reads tensors in place)",
-                    t.shape, t.stride
-                )));
-            }
+            contiguous &= d == 1 || s == want;
             want = want.saturating_mul(d);
         }
+        // Elements from the first to the last the view reaches, inclusive.
+        let reach = t
+            .shape
+            .iter()
+            .zip(&t.stride)
+            .try_fold(0u64, |r, (&d, &s)| {
+                r.checked_add(d.saturating_sub(1).checked_mul(s)?)
+            })
+            .and_then(|r| {
+                if elems == 0 {
+                    Some(0)
+                } else {
+                    r.checked_add(1)
+                }
+            });
+        let span = if contiguous { Some(elems) } else { reach };
         let offset = t.offset.checked_mul(elem);
-        let bytes = elems.checked_mul(elem);
+        let bytes = span.and_then(|n| n.checked_mul(elem));
         let (Some(offset), Some(bytes)) = (offset, bytes) else {
             return Err(bad(format!("tensor `{name}`: offsets overflow")));
         };
@@ -156,12 +177,18 @@ pub fn read_archive(path: &Path) -> Result<Header> {
             return Err(bad(format!(
                 "tensor `{name}`: elements {}..{} of storage `{}` lie past its {} bytes",
                 t.offset,
-                t.offset.saturating_add(elems),
+                t.offset.saturating_add(span.unwrap_or(u64::MAX)),
                 t.storage.key,
                 data_len
             )));
         }
-        let key = (t.storage.key.clone(), t.offset, t.shape.clone());
+        let strides = (!contiguous).then(|| t.stride.clone());
+        let key = (
+            t.storage.key.clone(),
+            t.offset,
+            t.shape.clone(),
+            t.stride.clone(),
+        );
         let tied_to = if elems > 0 {
             match owners.get(&key) {
                 Some(owner) => Some(owner.clone()),
@@ -186,6 +213,7 @@ pub fn read_archive(path: &Path) -> Result<Header> {
                 path: path.into(),
                 start: data_start + offset,
                 end: data_start + offset + bytes,
+                strides,
             },
             tied_to,
         });

@@ -54,7 +54,9 @@ fn sharded_equals_single() {
     // Offsets point into the shard that holds each tensor.
     let last = sharded.tensors.last().unwrap();
     match &last.source {
-        TensorSource::File { path, start, end } => {
+        TensorSource::File {
+            path, start, end, ..
+        } => {
             assert!(
                 path.ends_with("model-00003-of-00003.safetensors"),
                 "{path:?}"
