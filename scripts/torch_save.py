@@ -2,7 +2,7 @@
 """Writes a safetensors checkpoint again in PyTorch's torch.save format, without PyTorch.
 
     torch_save.py IN.safetensors OUT_DIR [--shards N] [--tie NAME=OWNER] [--transpose NAME]
-                  [--padded NAME] [--global MODULE.NAME] [--compress]
+                  [--padded NAME] [--expand NAME] [--global MODULE.NAME] [--compress]
 
 The archive is what torch.save (PyTorch >= 1.6) writes for a state dict: a zip of stored
 entries `archive/data.pkl` (pickle protocol 2: an OrderedDict with `_metadata`, each tensor a
@@ -11,7 +11,8 @@ entries `archive/data.pkl` (pickle protocol 2: an OrderedDict with `_metadata`, 
 Python's own pickle module writes the pickle, with stand-ins registered under torch's names.
 --tie makes NAME share OWNER's storage; --transpose stores NAME as a transposed (non-contiguous)
 view; --padded stores NAME as a view of a wider storage (a slice, as `w[:, :c]` of a padded
-matrix, at an offset: non-contiguous rows); --global adds an entry whose value is a call of that global (a hostile pickle);
+matrix, at an offset: non-contiguous rows); --expand stores NAME's first row only, expanded (stride 0);
+--global adds an entry whose value is a call of that global (a hostile pickle);
 --compress deflates the data entries; --shards N writes pytorch_model-0000i-of-0000N.bin and
 pytorch_model.bin.index.json instead of pytorch_model.bin.
 """
@@ -73,7 +74,7 @@ class Pickler(pickle.Pickler):
             return (f, ("echo pwned > /tmp/stowage-pwned",))
         return NotImplemented
 
-def write_archive(path, tensors, ties, transposed, hostile, compress, padded=()):
+def write_archive(path, tensors, ties, transposed, hostile, compress, padded=(), expanded=()):
     storages, sd = {}, collections.OrderedDict()
     for name, (dtype, shape, data) in tensors.items():
         if name in ties:
@@ -86,6 +87,10 @@ def write_archive(path, tensors, ties, transposed, hostile, compress, padded=())
             t = b"".join(data[(i * c + j) * k:(i * c + j + 1) * k] for j in range(c) for i in range(r))
             st = Storage(str(len(storages)), dtype, t); storages[st.key] = st
             sd[name] = Tensor(st, 0, shape, [1, r]); continue
+        if name in expanded and len(shape) == 2:
+            r, c = shape; k = SIZE[dtype]
+            st = Storage(str(len(storages)), dtype, data[:c * k]); storages[st.key] = st
+            sd[name] = Tensor(st, 0, shape, [0, 1]); continue
         if name in padded and len(shape) == 2:
             # 3 elements of junk first, and 3 more after each row.
             r, c = shape; k = SIZE[dtype]; junk = b"\xab" * (3 * k)
@@ -115,6 +120,7 @@ def write_archive(path, tensors, ties, transposed, hostile, compress, padded=())
 def main(argv):
     src, out = argv[0], argv[1]
     shards, ties, transposed, padded, hostile, compress = 1, {}, set(), set(), [], False
+    expanded = set()
     i = 2
     while i < len(argv):
         a = argv[i]
@@ -122,6 +128,7 @@ def main(argv):
         elif a == "--tie": n, o = argv[i + 1].split("="); ties[n] = o; i += 2
         elif a == "--transpose": transposed.add(argv[i + 1]); i += 2
         elif a == "--padded": padded.add(argv[i + 1]); i += 2
+        elif a == "--expand": expanded.add(argv[i + 1]); i += 2
         elif a == "--global": hostile.append(argv[i + 1]); i += 2
         elif a == "--compress": compress = True; i += 1
         else: raise SystemExit(f"unknown argument {a}")
@@ -129,14 +136,14 @@ def main(argv):
     for n, o in ties.items():
         tensors.setdefault(n, tensors[o])
     if shards == 1:
-        write_archive(f"{out}/pytorch_model.bin", tensors, ties, transposed, hostile, compress, padded)
+        write_archive(f"{out}/pytorch_model.bin", tensors, ties, transposed, hostile, compress, padded, expanded)
         return
     names = list(tensors); per = -(-len(names) // shards); weight_map = {}
     for s in range(shards):
         part = collections.OrderedDict((n, tensors[n]) for n in names[s * per:(s + 1) * per])
         fname = f"pytorch_model-{s + 1:05d}-of-{shards:05d}.bin"
         write_archive(f"{out}/{fname}", part, {}, transposed, hostile if s == 0 else [], compress,
-                      padded)
+                      padded, expanded)
         weight_map.update({n: fname for n in part})
     json.dump({"metadata": {}, "weight_map": weight_map}, open(f"{out}/pytorch_model.bin.index.json", "w"))
 

@@ -182,6 +182,16 @@ pub fn read_archive(path: &Path) -> Result<Header> {
                 data_len
             )));
         }
+        // A view with more elements than its storage (an expanded one, stride 0) would be
+        // gathered into more bytes than the file holds: refused, which also bounds what a
+        // lying pickle can make the loader allocate.
+        if !contiguous && elems.saturating_mul(elem) > data_len {
+            return Err(bad(format!(
+                "tensor `{name}`: a view of {elems} elements (shape {:?}, strides {:?}) over a \
+                 storage of {} bytes repeats elements; save it with `.clone()`",
+                t.shape, t.stride, data_len
+            )));
+        }
         let strides = (!contiguous).then(|| t.stride.clone());
         let key = (
             t.storage.key.clone(),

@@ -203,6 +203,11 @@ fn hostile_and_malformed_archives_are_clear_errors() {
     let e = err(&["--global", "builtins.eval"]);
     // Protocol 2 names builtins `__builtin__`, as Python 2 did.
     assert!(e.contains("builtin__.eval`"), "{e}");
+    let e = err(&["--expand", "model.layers.0.mlp.up_proj.weight"]);
+    assert!(
+        e.contains("repeats elements") && e.contains("up_proj"),
+        "{e}"
+    );
     let e = err(&["--compress"]);
     assert!(e.contains("compressed"), "{e}");
 
