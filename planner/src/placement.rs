@@ -301,7 +301,7 @@ pub fn plan(inventory: &Inventory, budgets: &Budgets, opts: &PlanOptions) -> Res
             let used_bytes: u64 = here().map(|u| u.bytes).sum();
             let mut kv_cache_bytes: u64 = match device {
                 Device::Disk => 0,
-                _ => here().map(|u| u.kv_bytes).sum(),
+                _ => here().map(|u| u.kv_bytes).fold(0, u64::saturating_add),
             };
             let reserve = placed
                 .reserved
@@ -314,15 +314,15 @@ pub fn plan(inventory: &Inventory, budgets: &Budgets, opts: &PlanOptions) -> Res
                     .iter()
                     .filter(|u| u.device == Device::Disk)
                     .map(|u| u.kv_bytes)
-                    .sum();
-                kv_cache_bytes += disk_kv;
+                    .fold(0, u64::saturating_add);
+                kv_cache_bytes = kv_cache_bytes.saturating_add(disk_kv);
             }
             let disk_kv_in_reserve = if device == Device::Cpu {
                 units
                     .iter()
                     .filter(|u| u.device == Device::Disk)
                     .map(|u| u.kv_bytes)
-                    .sum()
+                    .fold(0, u64::saturating_add)
             } else {
                 0
             };
@@ -334,7 +334,7 @@ pub fn plan(inventory: &Inventory, budgets: &Budgets, opts: &PlanOptions) -> Res
             };
             // Line items are clamped to the budget: a device smaller than its reserves holds
             // nothing and keeps all it has.
-            let mut left = budget_bytes.saturating_sub(used_bytes + kv_cache_bytes);
+            let mut left = budget_bytes.saturating_sub(used_bytes.saturating_add(kv_cache_bytes));
             let mut take = |x: u64| {
                 let t = x.min(left);
                 left -= t;

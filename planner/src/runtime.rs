@@ -112,13 +112,12 @@ impl RuntimeCosts {
     /// KV-cache bytes of everything at or below `path` (a module path or tensor name).
     pub fn kv_under(&self, path: &str) -> u64 {
         if path.is_empty() {
-            return self.kv_bytes.values().sum();
+            return self.kv_bytes.values().fold(0, |a, &b| a.saturating_add(b));
         }
         let prefix = format!("{path}.");
         self.kv_bytes
             .iter()
             .filter(|(p, _)| p.as_str() == path || p.starts_with(&prefix))
-            .map(|(_, b)| b)
-            .sum()
+            .fold(0, |a, (_, &b)| a.saturating_add(b))
     }
 }

@@ -182,3 +182,22 @@ fn diff_of_two_saved_plans() {
     let bad = stowage(&["diff", s(a.path()), "/no/such/plan.json"]);
     assert_clean_error(&bad, &["/no/such/plan.json"]);
 }
+
+/// Found by the parser sweep (a saved plan's `max_seq_len` of 2^64 - 1 with its map): the
+/// run-time room of an explicit map saturates and is refused over budget instead of
+/// overflowing (a panic, exit 101).
+#[test]
+fn an_absurd_run_time_room_with_a_map_is_over_budget() {
+    let dir = model();
+    let map = r#"{"model.embed_tokens": 0, "model.layers": 1, "model.norm": "cpu", "lm_head": 0}"#;
+    for len in ["18446744073709551615", "4611686018427387904"] {
+        let mut args = vec!["plan", s(dir.path()), "--gpus", "2x1GiB"];
+        args.extend(["--max-memory", "cpu=1GiB", "--max-memory", "disk=1GiB"]);
+        args.extend(["--device-map", map, "--max-seq-len", len]);
+        let out = stowage(&args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(err.contains("budget") && !err.contains("overflow"), "{err}");
+        eprintln!("{err}");
+    }
+}

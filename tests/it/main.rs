@@ -20,4 +20,5 @@ mod quantize;
 mod quantized;
 mod snapshots;
 mod strategies;
+mod sweep;
 mod torch;

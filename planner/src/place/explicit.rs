@@ -106,7 +106,8 @@ pub(crate) fn place(ctx: &Ctx, map: &DeviceMap) -> Result<Placed> {
         let kv: u64 = if device == Device::Disk {
             0
         } else {
-            here.map(|u| ctx.runtime.kv_under(&u.path)).sum()
+            here.map(|u| ctx.runtime.kv_under(&u.path))
+                .fold(0, u64::saturating_add)
         };
         let fixed = if weights > 0 {
             ctx.fixed_reserve(device)
@@ -114,10 +115,13 @@ pub(crate) fn place(ctx: &Ctx, map: &DeviceMap) -> Result<Placed> {
             0
         };
         let budget = ctx.budgets.get(device).unwrap_or(0);
-        if weights + kv + fixed > budget {
+        // Saturating: a run-time room from absurd options (`max_seq_len` of 2^64 - 1) is
+        // over any budget, not an overflow.
+        let needed = weights.saturating_add(kv).saturating_add(fixed);
+        if needed > budget {
             return Err(Error::MapOverBudget {
                 device: ctx.budgets.label(device),
-                needed: weights + kv + fixed,
+                needed,
                 weights,
                 budget,
             });

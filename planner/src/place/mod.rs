@@ -373,7 +373,9 @@ pub(crate) fn with_offload_reserve(
             .map(|u| ctx.largest_atom(u, Device::Cpu))
             .max()
             .unwrap_or(0);
-        let disk_kv: u64 = on_disk().map(|u| ctx.runtime.kv_under(&u.path)).sum();
+        let disk_kv: u64 = on_disk()
+            .map(|u| ctx.runtime.kv_under(&u.path))
+            .fold(0, u64::saturating_add);
         // With no GPU the execution device is cpu: one reserve covers both needs.
         let need = if exec == Device::Cpu {
             Reserves {
