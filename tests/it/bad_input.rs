@@ -232,3 +232,38 @@ fn checkpoint_with_no_tensors() {
         assert_clean_error(&load, &["model.safetensors", "holds no tensors"]);
     }
 }
+
+/// Absurd run-time options (a context of 2^64 - 1 tokens, a batch as large) with every
+/// strategy, with and without GPUs and offload: the run-time room saturates, so the plan is a
+/// clear "does not fit" (or fits where nothing needs room), never an overflow (exit 101).
+#[test]
+fn absurd_run_time_options_never_overflow() {
+    let dir = tempfile::tempdir().unwrap();
+    write_safetensors(
+        &p(dir.path(), "model.safetensors"),
+        &llama_tensors(4, 32, Dtype::F32, false),
+    );
+    std::fs::write(p(dir.path(), "config.json"), llama_config(4, 32, false)).unwrap();
+    let max = u64::MAX.to_string();
+    let half = (1u64 << 63).to_string();
+    for strategy in ["balanced", "balanced_low_0", "sequential", "optimal"] {
+        for gpus in ["2x1GiB", "3x16777215TiB", "1KiB"] {
+            for run in [
+                ["--max-seq-len", &max, "--batch", "1"],
+                ["--max-seq-len", &half, "--batch", &half],
+                ["--max-seq-len", "4096", "--batch", &max],
+            ] {
+                let mut args = vec!["plan", s(dir.path()), "--strategy", strategy];
+                args.extend(["--gpus", gpus, "--max-memory", "cpu=1GiB"]);
+                args.extend(["--max-memory", "disk=1GiB"]);
+                args.extend(run);
+                let out = stowage(&args);
+                let err = String::from_utf8_lossy(&out.stderr);
+                assert!(
+                    matches!(out.status.code(), Some(0 | 1)) && !err.contains("panicked"),
+                    "{args:?}: {err}"
+                );
+            }
+        }
+    }
+}

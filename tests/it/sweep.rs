@@ -6,6 +6,9 @@
 //! campaigns run the cargo-fuzz targets in `fuzz/`; every crash either found is kept as a
 //! regression test beside the parser it crashed.
 //!
+//! `STOWAGE_SWEEP_SEEDS=DIR` also writes each sweep's real inputs under `DIR/<fuzz target>/`:
+//! the seed corpora of the fuzz campaigns.
+//!
 //! Each sweep also checks that it reaches past the first check: some mutations must still
 //! parse, or the sweep would only be testing the JSON parser.
 
@@ -310,6 +313,15 @@ impl Tally {
     }
 }
 
+/// Keeps `bytes` as a seed of fuzz target `target` when `STOWAGE_SWEEP_SEEDS` names a folder.
+fn keep_seed(target: &str, name: &str, bytes: &[u8]) {
+    if let Some(dir) = std::env::var_os("STOWAGE_SWEEP_SEEDS") {
+        let dir = Path::new(&dir).join(target);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(name), bytes).unwrap();
+    }
+}
+
 fn shown(bytes: &[u8]) -> String {
     bytes.escape_ascii().to_string()
 }
@@ -332,6 +344,11 @@ fn safetensors_headers() {
     let len = file.len() as u64;
     let path = Path::new("model.safetensors");
     assert!(parse_header(path, header, len).is_ok());
+    keep_seed(
+        "header",
+        "tiny-llama",
+        &file[..(8 + n + 64).min(file.len())],
+    );
 
     let mut rng = Rng::new(1);
     let mut tally = Tally::default();
@@ -376,6 +393,10 @@ fn shard_indexes() {
     let index = dir.path().join("model.safetensors.index.json");
     std::fs::write(&index, seed.to_string()).unwrap();
     assert!(read_index(&index).is_ok());
+    // The fuzz target's shard holds `a.weight` and `b.weight`.
+    let shard = "model-00001-of-00001.safetensors";
+    let fuzz_seed = json!({"metadata": {"total_size": 10}, "weight_map": {"a.weight": shard, "b.weight": shard}});
+    keep_seed("index", "two-tensors", fuzz_seed.to_string().as_bytes());
 
     let mut rng = Rng::new(2);
     let mut tally = Tally::default();
@@ -400,6 +421,9 @@ fn size_strings() {
         "cpu = 1.5 GiB",
     ];
     let gpus = ["2x24GiB", "80GiB,1KiB", "2x80GiB,24GiB", "4*1GB"];
+    for (i, seed) in sizes.iter().chain(&memory).chain(&gpus).enumerate() {
+        keep_seed("sizes", &i.to_string(), seed.as_bytes());
+    }
     let mut rng = Rng::new(3);
     let mut tally = Tally::default();
     for _ in 0..cases(60_000) {
@@ -457,6 +481,7 @@ fn device_maps() {
         .map(|t| t.name.clone())
         .collect();
 
+    keep_seed("device_map", "tiny-llama", seed.to_string().as_bytes());
     let mut rng = Rng::new(4);
     let mut tally = Tally::default();
     for _ in 0..cases(30_000) {
@@ -506,6 +531,9 @@ fn configs() {
     assert!(seeds.len() >= 10);
     let path = Path::new("config.json");
 
+    for (i, seed) in seeds.iter().enumerate() {
+        keep_seed("config", &i.to_string(), seed.to_string().as_bytes());
+    }
     let mut rng = Rng::new(5);
     let mut tally = Tally::default();
     for _ in 0..cases(2_500) {
@@ -533,6 +561,7 @@ fn saved_plans() {
     assert!(stowage::saved::budgets_from_json(&budgets).is_ok());
     assert!(stowage::saved::options_from_json(&options).is_ok());
 
+    keep_seed("saved_plan", "tiny-llama", seed.to_string().as_bytes());
     let mut rng = Rng::new(6);
     let mut tally = Tally::default();
     for _ in 0..cases(20_000) {
@@ -617,6 +646,7 @@ fn torch_pickles_and_archives() {
     let pkl = Path::new("data.pkl");
     assert!(stowage_planner::torch::tensors_in_pickle(pkl, &pickle).is_ok());
     assert!(stowage_planner::torch::read_archive(&path).is_ok());
+    keep_seed("torch_pickle", "tiny-llama", &pickle);
 
     let mut rng = Rng::new(7);
     let mut tally = Tally::default();

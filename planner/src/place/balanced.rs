@@ -19,7 +19,8 @@ pub(crate) fn place(ctx: &Ctx, low_zero: bool) -> Result<Placed> {
     let gpus = ctx.budgets.gpu_devices();
     let atoms = atoms(ctx.inv);
     let costs: Vec<u64> = atoms.iter().map(|&a| ctx.cost(a, Device::Gpu(0))).collect();
-    let total: u64 = costs.iter().sum();
+    // Saturating: costs include run-time room, which absurd options make 2^64 - 1.
+    let total: u64 = costs.iter().fold(0, |a, &c| a.saturating_add(c));
     let largest = atoms
         .iter()
         .filter(|a| a.no_split())
@@ -32,7 +33,7 @@ pub(crate) fn place(ctx: &Ctx, low_zero: bool) -> Result<Placed> {
     let share = if sharing.is_empty() {
         u64::MAX
     } else {
-        total / sharing.len() as u64 + largest
+        (total / sharing.len() as u64).saturating_add(largest)
     };
 
     with_offload_reserve(ctx, |reserves| {
@@ -57,7 +58,7 @@ pub(crate) fn place(ctx: &Ctx, low_zero: bool) -> Result<Placed> {
                     a = mid + 1
                 }
             }
-            Some(cap(gpus[0]).min(costs[..a].iter().sum()))
+            Some(cap(gpus[0]).min(costs[..a].iter().fold(0, |s, &c| s.saturating_add(c))))
         } else {
             None
         };

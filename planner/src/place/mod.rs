@@ -326,10 +326,10 @@ impl Reserves {
     pub fn on(&self, device: Device) -> u64 {
         let mut r = 0;
         if self.exec.0 == Some(device) {
-            r += self.exec.1;
+            r = self.exec.1;
         }
         if device == Device::Cpu {
-            r += self.cpu;
+            r = u64::saturating_add(r, self.cpu);
         }
         r
     }
@@ -380,12 +380,12 @@ pub(crate) fn with_offload_reserve(
         let need = if exec == Device::Cpu {
             Reserves {
                 exec: (Some(exec), 0),
-                cpu: largest_disk + disk_kv,
+                cpu: largest_disk.saturating_add(disk_kv),
             }
         } else {
             Reserves {
                 exec: (Some(exec), need_exec),
-                cpu: largest_disk + disk_kv,
+                cpu: largest_disk.saturating_add(disk_kv),
             }
         };
         let grown = reserves.grow_to(&need);
@@ -414,14 +414,14 @@ pub(crate) fn with_offload_reserve(
 pub(crate) fn fits(costs: impl Iterator<Item = u64>, caps: &[u64]) -> bool {
     let (mut gpu, mut used) = (0usize, 0u64);
     for c in costs {
-        while gpu < caps.len() && used + c > caps[gpu] {
+        while gpu < caps.len() && used.saturating_add(c) > caps[gpu] {
             gpu += 1;
             used = 0;
         }
         if gpu == caps.len() {
             return false;
         }
-        used += c;
+        used = used.saturating_add(c);
     }
     true
 }

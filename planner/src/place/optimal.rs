@@ -273,7 +273,7 @@ pub(crate) fn place(ctx: &Ctx, order: OffloadOrder) -> Result<Placed> {
         let mut on_disk = false;
         let mut to_cpu: Vec<(&str, &str)> = Vec::new();
         for j in (0..atoms.len()).filter(|&j| off[j]) {
-            let cpu_cost = weights_cpu[j] + kv[j];
+            let cpu_cost = weights_cpu[j].saturating_add(kv[j]);
             let why = if order == OffloadOrder::ExpertsFirst && atoms[j].experts {
                 "routed experts leave the GPUs first"
             } else {
