@@ -444,18 +444,18 @@ fn size_strings() {
     tally.check("size strings");
 }
 
-/// A plan of a tiny Llama over two planned GPUs, the CPU and the disk, as `stowage plan
-/// --json` saves it.
-fn saved_plan(dir: &Path) -> Value {
-    Pretrained::new(dir)
-        .gpus(&[100 << 10, 100 << 10])
+/// Budgets that split a tiny Llama over two planned GPUs, the CPU and the disk.
+fn split(p: Pretrained) -> Pretrained {
+    p.gpus(&[100 << 10, 100 << 10])
         .gpu_overhead(0)
         .max_seq_len(8)
         .max_memory(Device::Cpu, 80 << 10)
         .max_memory(Device::Disk, 1 << 30)
-        .plan()
-        .unwrap()
-        .to_json()
+}
+
+/// A plan of a tiny Llama split by [`split`], as `stowage plan --json` saves it.
+fn saved_plan(dir: &Path) -> Value {
+    split(Pretrained::new(dir)).plan().unwrap().to_json()
 }
 
 #[test]
@@ -505,16 +505,7 @@ fn device_maps() {
         let text = mutate_text(&mut rng, &seed);
         tally.run(
             || text.clone(),
-            || {
-                Pretrained::new(dir.path())
-                    .device_map_str(text.clone())
-                    .gpus(&[100 << 10, 100 << 10])
-                    .gpu_overhead(0)
-                    .max_seq_len(8)
-                    .max_memory(Device::Cpu, 80 << 10)
-                    .max_memory(Device::Disk, 1 << 30)
-                    .plan()
-            },
+            || split(Pretrained::new(dir.path()).device_map_str(text.clone())).plan(),
         );
     }
     tally.check("device maps, planned");
