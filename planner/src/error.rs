@@ -154,7 +154,7 @@ pub enum Error {
     },
 
     /// A sharded checkpoint's index is not valid JSON of the expected shape.
-    #[error("`{path}`: not a valid safetensors index: {reason}")]
+    #[error("`{path}`: not a valid shard index: {reason}")]
     IndexInvalid {
         /// The index file.
         path: PathBuf,
